@@ -1,0 +1,1 @@
+"""Lightning callbacks of our own (the standard ones come from Lightning itself)."""

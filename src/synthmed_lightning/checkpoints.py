@@ -1,0 +1,35 @@
+"""Loading our own Lightning checkpoints safely (`weights_only=True`: no code runs on load) and
+checking they come from the stage the caller expects."""
+
+from pathlib import Path
+
+import torch
+
+from synthmed_lightning.errors import CheckpointError
+
+STAGE_KEY = "synthmed_stage"
+
+
+def load_checkpoint(path: str | Path, expected_stage: str) -> dict:
+    """The checkpoint dict, after checking its file, its format and its stage."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for corrupt or non-checkpoint files
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"cannot load checkpoint {path}: {first_line}") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise CheckpointError(f"{path} is not a Lightning checkpoint (no state_dict)")
+    stage = checkpoint.get(STAGE_KEY)
+    if stage != expected_stage:
+        raise CheckpointError(f"checkpoint {path} comes from stage={stage or 'unknown'}, expected a stage={expected_stage} checkpoint")
+    return checkpoint
+
+
+def restore_module(module_class, checkpoint: dict):
+    """Rebuild a LightningModule from its saved hyperparameters and load its weights."""
+    module = module_class(**checkpoint["hyper_parameters"])
+    module.load_state_dict(checkpoint["state_dict"])
+    return module

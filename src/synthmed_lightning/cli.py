@@ -1,0 +1,43 @@
+"""Command-line entry point: `python -m synthmed_lightning stage=<name> [hydra overrides]`.
+
+Thin on purpose: check the command line, compose the config with Hydra, validate it,
+and hand it to the stage's runner. Errors the user can fix print as one line, exit code 2.
+"""
+
+import sys
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from synthmed_lightning.config import check_command_line, register_configs, validate
+from synthmed_lightning.errors import UserError
+from synthmed_lightning.resources import config_dir
+
+
+def _fail(error: Exception) -> None:
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(2)
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
+def _hydra_main(cfg: DictConfig) -> dict | None:
+    from synthmed_lightning.stages import run_stage
+
+    try:
+        validate(cfg)
+        return run_stage(cfg)
+    except UserError as error:
+        _fail(error)
+
+
+def main() -> None:
+    try:
+        check_command_line(sys.argv[1:])
+    except UserError as error:
+        _fail(error)
+    register_configs()
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

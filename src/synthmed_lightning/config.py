@@ -1,0 +1,117 @@
+"""Config checks that turn the settings users mistype most into one-line errors.
+
+Hydra's own errors for an unknown group option or a wrong type are several lines long and
+end in a hint about HYDRA_FULL_ERROR; these checks run first and name the setting instead.
+"""
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf, ValidationError
+
+from synthmed_lightning.data.transforms import input_channels
+from synthmed_lightning.errors import ConfigError
+from synthmed_lightning.resources import config_dir, experiments_dir
+
+GROUPS = ("stage", "data", "model", "trainer", "logger", "callbacks", "profile", "debug", "paths")
+
+if not OmegaConf.has_resolver("channels"):
+    OmegaConf.register_new_resolver("channels", input_channels)
+
+
+def group_options(group: str) -> list[str]:
+    """The names usable as `group=<name>`: YAML files of conf/<group> (and experiments/)."""
+    folder = experiments_dir() if group == "experiment" else config_dir() / group
+    return sorted(p.stem for p in folder.glob("*.yaml") if not p.stem.startswith("_"))
+
+
+def check_command_line(arguments: list[str]) -> None:
+    """Reject `group=unknown` before Hydra composes anything."""
+    for argument in arguments:
+        match = re.fullmatch(r"\+{0,2}(\w+)=(.*)", argument)
+        if not match or match.group(1) not in (*GROUPS, "experiment"):
+            continue
+        group, values = match.groups()
+        for value in values.split(","):  # multirun sweeps: stage=segment,evaluate
+            value = value.strip()
+            if value and value != "null" and value not in group_options(group):
+                raise ConfigError(f"unknown {group} '{value}': expected one of {', '.join(group_options(group))}")
+
+
+def register_configs() -> None:
+    """Make each experiments/<name>.yaml usable as `+experiment=<name>`.
+
+    The experiments live at the top of the project (not inside conf/) so they are easy to find;
+    the ConfigStore puts them into Hydra's `experiment` group.
+    """
+    store = ConfigStore.instance()
+    for path in sorted(experiments_dir().glob("*.yaml")):
+        store.store(group="experiment", name=path.stem, node=OmegaConf.load(path), package="_global_")
+
+
+@dataclass
+class PreprocessSchema:
+    mode: str = "rgb"
+    clahe: bool = False
+
+
+@dataclass
+class DataSchema:
+    """Typed view of the settings every data config shares (unknown extra keys are allowed)."""
+
+    name: str = "phantom"
+    root: Any = None
+    patch_size: int = 128
+    batch_size: int = 8
+    patches_per_epoch: int = 800
+    val_count: int = 4
+    split_seed: int = 0
+    fov_diameter: float | None = None
+    num_workers: int = 0
+    preprocess: PreprocessSchema = field(default_factory=PreprocessSchema)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Types and ranges of the common settings; the readers check paths and files themselves."""
+    schema = OmegaConf.structured(DataSchema)
+    OmegaConf.set_struct(schema, False)
+    try:
+        typed = OmegaConf.merge(schema, OmegaConf.to_container(cfg.data, resolve=True))
+    except ValidationError as error:
+        raise ConfigError(f"data.{error.full_key}: {error.msg.splitlines()[0]}") from None
+    except Exception as error:  # interpolation or missing-value errors name the key too
+        raise ConfigError(str(error).splitlines()[0]) from None
+    for key in ("patch_size", "batch_size", "patches_per_epoch"):
+        if typed[key] <= 0:
+            raise ConfigError(f"data.{key}={typed[key]}: must be a positive integer")
+    if typed.val_count < 0:
+        raise ConfigError(f"data.val_count={typed.val_count}: must be 0 or more")
+    if typed.fov_diameter is not None and typed.fov_diameter <= 0:
+        raise ConfigError(f"data.fov_diameter={typed.fov_diameter}: must be positive (pixels) or null")
+    input_channels(typed.preprocess.mode)
+    net = OmegaConf.select(cfg, "model.net")
+    if net is not None and "depth" in net and typed.patch_size % (2 ** net.depth):
+        raise ConfigError(f"data.patch_size={typed.patch_size} must be a multiple of 2**model.net.depth={2 ** net.depth}")
+    _check_distributed(cfg)
+    if OmegaConf.is_missing(cfg, "ckpt_path"):
+        raise ConfigError(f"stage={cfg.stage} needs ckpt_path=<checkpoint file>")
+    if cfg.ckpt_path not in (None, "last") and not Path(cfg.ckpt_path).is_file():
+        raise ConfigError(f"ckpt_path={cfg.ckpt_path}: file not found")
+
+
+def _check_distributed(cfg: DictConfig) -> None:
+    """Lightning's subprocess DDP re-runs the whole command line, so under `-m` every rank would
+    re-run the whole sweep (PITFALLS.md): refuse that combination with the way out."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    trainer = cfg.get("trainer") or {}
+    devices, strategy = trainer.get("devices", 1), str(trainer.get("strategy", "auto"))
+    several = devices == -1 or (isinstance(devices, int) and devices > 1) or trainer.get("num_nodes", 1) > 1
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    if multirun and several and strategy.startswith("ddp") and "spawn" not in strategy:
+        raise ConfigError(f"trainer.strategy={strategy} with --multirun would re-run the whole sweep in every process: "
+                          "use trainer.strategy=ddp_spawn (or hydra/launcher=slurm) for distributed sweeps")

@@ -1,0 +1,1 @@
+"""Data layer shared by every stage: readers -> `Sample` records -> datasets -> DataModules."""

@@ -1,0 +1,102 @@
+"""The LightningDataModule every segmentation-style stage shares."""
+
+import lightning as L
+import numpy as np
+from torch.utils.data import DataLoader
+
+from synthmed_lightning.data.datasets import FullImageDataset, PatchDataset
+from synthmed_lightning.data.readers import read_dataset
+from synthmed_lightning.data.sample import Sample
+from synthmed_lightning.data.transforms import input_channels, resize_sample, training_augmentation
+from synthmed_lightning.errors import ConfigError
+
+
+class VesselDataModule(L.LightningDataModule):
+    """Training patches from the train split of dataset `name` at `root` (minus `val_count`
+    images held out by `split_seed`), whole validation images, and whole test images from the
+    `test` dataset ({name, root, reader}; default: this dataset's `test_split`) at native size.
+
+    With `fov_diameter` set, training images are resampled so their FOV is that many pixels
+    across; evaluation images stay native and the model resamples them (see `Segmenter`).
+    """
+
+    def __init__(self, name: str, root: str | None = None, reader: dict | None = None,
+                 test: dict | None = None, patch_size: int = 128,
+                 batch_size: int = 8, patches_per_epoch: int = 800, val_count: int = 4,
+                 split_seed: int = 0, fov_diameter: float | None = None,
+                 preprocess: dict | None = None, augmentation: str = "default",
+                 test_split: str = "test", num_workers: int = 0, pin_memory: bool = False):
+        super().__init__()
+        self.source = {"name": name, "root": root, **(reader or {})}
+        self.test_source = {**test.get("reader", {}), **{k: v for k, v in test.items() if k != "reader"}} if test else None
+        self.patch_size = patch_size
+        self.batch_size = batch_size
+        self.patches_per_epoch = patches_per_epoch
+        self.val_count = val_count
+        self.split_seed = split_seed
+        self.fov_diameter = fov_diameter
+        self.preprocess = dict(preprocess or {"mode": "rgb", "clahe": False})
+        self.augmentation = augmentation
+        self.test_split = test_split
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.train_samples: list[Sample] | None = None
+        self.val_samples: list[Sample] = []
+        self.test_samples: list[Sample] | None = None
+        input_channels(self.preprocess["mode"])
+
+    @property
+    def in_channels(self) -> int:
+        return input_channels(self.preprocess["mode"])
+
+    @property
+    def train_fov_diameter(self) -> float:
+        """The FOV scale the model is trained at: `fov_diameter`, else the training images' median."""
+        self._setup_fit()
+        return float(self.fov_diameter or np.median([s.fov_diameter for s in self.train_samples]))
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit", "validate"):
+            self._setup_fit()
+        if stage in (None, "test", "predict"):
+            self._setup_test()
+
+    def _setup_fit(self) -> None:
+        if self.train_samples is not None:
+            return
+        samples = read_dataset(self.source, "train")
+        unlabelled = [s.stem for s in samples if s.mask is None]
+        if unlabelled:
+            raise ConfigError(f"training needs vessel masks; {len(unlabelled)} images have none (first: {unlabelled[0]})")
+        if self.val_count >= len(samples):
+            raise ConfigError(f"data.val_count={self.val_count} leaves no training image ({len(samples)} in the train split)")
+        order = np.random.default_rng(self.split_seed).permutation(len(samples))
+        self.val_samples = [samples[i] for i in sorted(order[: self.val_count])]
+        train = [samples[i] for i in sorted(order[self.val_count:])]
+        if self.fov_diameter:
+            train = [resize_sample(s, self.fov_diameter / s.fov_diameter) for s in train]
+        self.train_samples = train
+
+    def _setup_test(self) -> None:
+        if self.test_samples is None:
+            self.test_samples = read_dataset(self.test_source or self.source, self.test_split)
+
+    def train_dataloader(self) -> DataLoader:
+        augmentation = training_augmentation(self.augmentation, self.in_channels)
+        dataset = PatchDataset(self.train_samples, self.patch_size, self.patches_per_epoch,
+                               augmentation=augmentation, **self.preprocess)
+        return self._loader(dataset, self.batch_size, shuffle=False, drop_last=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(FullImageDataset(self.val_samples, **self.preprocess), 1)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(FullImageDataset(self.test_samples, **self.preprocess), 1)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.test_dataloader()
+
+    def _loader(self, dataset, batch_size: int, shuffle: bool = False, drop_last: bool = False) -> DataLoader:
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
+                          num_workers=self.num_workers, pin_memory=self.pin_memory,
+                          persistent_workers=self.num_workers > 0)

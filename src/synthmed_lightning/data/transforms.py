@@ -1,0 +1,85 @@
+"""Image transforms: colour preprocessing, rescaling to a common FOV scale, training augmentation."""
+
+import albumentations as A
+import cv2
+import numpy as np
+
+from synthmed_lightning.data.sample import Sample
+from synthmed_lightning.errors import ConfigError
+
+PREPROCESS_MODES = {"rgb": 3, "green": 1}
+
+
+def input_channels(mode: str) -> int:
+    """Channels the network sees for a preprocessing mode (rgb: 3, green: 1)."""
+    if mode not in PREPROCESS_MODES:
+        raise ConfigError(f"data.preprocess.mode={mode!r}: expected one of {', '.join(PREPROCESS_MODES)}")
+    return PREPROCESS_MODES[mode]
+
+
+def preprocess(image: np.ndarray, mode: str = "rgb", clahe: bool = False) -> np.ndarray:
+    """uint8 RGB -> uint8 (H, W, C): RGB, or the green channel where vessels contrast most.
+
+    CLAHE equalises local contrast (on the green channel, or on LAB lightness for RGB),
+    which evens out the illumination differences between cameras.
+    """
+    input_channels(mode)
+    if mode == "green":
+        out = image[..., 1:2].copy()
+        if clahe:
+            out = _clahe()(out[..., 0])[..., None]
+        return out
+    if clahe:
+        lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB)
+        lab[..., 0] = _clahe()(lab[..., 0])
+        return cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
+    return image
+
+
+def _clahe():
+    return cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply
+
+
+def to_tensor_layout(image: np.ndarray) -> np.ndarray:
+    """uint8 (H, W, C) -> float32 (C, H, W) in [-1, 1], the range every network here expects."""
+    return (image.astype(np.float32).transpose(2, 0, 1) / 127.5) - 1.0
+
+
+def resize_sample(sample: Sample, scale: float) -> Sample:
+    """Resample image, mask and FOV by `scale` (masks linearly, then thresholded, so thin vessels survive)."""
+    if abs(scale - 1.0) < 1e-6:
+        return sample
+    h, w = sample.image.shape[:2]
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return Sample(
+        image=cv2.resize(sample.image, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR),
+        mask=None if sample.mask is None else resize_binary(sample.mask, size),
+        fov=resize_binary(sample.fov, size),
+        stem=sample.stem,
+    )
+
+
+def resize_binary(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize a {0,1} mask to (width, height)."""
+    resized = cv2.resize(mask.astype(np.float32), size, interpolation=cv2.INTER_LINEAR)
+    return (resized >= 0.5).astype(np.uint8)
+
+
+def training_augmentation(strength: str = "default", channels: int = 3) -> A.Compose:
+    """Geometric + photometric augmentation applied to image, vessel mask and FOV together."""
+    if strength == "none":
+        return A.Compose([])
+    colour = [A.HueSaturationValue(hue_shift_limit=5, sat_shift_limit=10, val_shift_limit=5, p=0.3)] if channels == 3 else []
+    if strength not in ("default", "none"):
+        raise ConfigError(f"data.augmentation={strength!r}: expected 'default' or 'none'")
+    return A.Compose(
+        [
+            A.HorizontalFlip(p=0.5),
+            A.VerticalFlip(p=0.5),
+            A.RandomRotate90(p=0.5),
+            A.Affine(rotate=(-20, 20), scale=(0.9, 1.1), border_mode=cv2.BORDER_REFLECT_101, p=0.5),
+            A.RandomBrightnessContrast(brightness_limit=0.15, contrast_limit=0.15, p=0.5),
+            A.RandomGamma(gamma_limit=(80, 120), p=0.3),
+            *colour,
+        ]
+    )

@@ -1,0 +1,17 @@
+"""Errors caused by the user's input: the CLI prints them as one line, without a traceback."""
+
+
+class UserError(Exception):
+    """Bad input (a setting, a file, a dataset) that the user can fix."""
+
+
+class ConfigError(UserError):
+    """A setting is missing, mistyped or out of range."""
+
+
+class DataError(UserError):
+    """A dataset or file is missing, mis-laid or unreadable."""
+
+
+class CheckpointError(UserError):
+    """A checkpoint is missing, corrupt or from another stage."""

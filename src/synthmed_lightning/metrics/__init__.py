@@ -1,0 +1,1 @@
+"""Metrics: FOV-aware segmentation scores, distribution distances, sample statistics."""

@@ -1,0 +1,1 @@
+"""LightningModules (training logic); plain networks live in `models/components`."""

@@ -1,0 +1,1 @@
+"""Plain nn.Modules, free of training logic."""

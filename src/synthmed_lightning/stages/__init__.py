@@ -1,0 +1,20 @@
+"""Stage runners: one function per `stage=<name>`, each taking the composed config."""
+
+import importlib
+
+from omegaconf import DictConfig
+
+from synthmed_lightning.errors import ConfigError
+
+# stage name -> "module:function", imported only when that stage runs.
+STAGES = {
+    "segment": "synthmed_lightning.stages.segment:run_segment",
+    "evaluate": "synthmed_lightning.stages.evaluate:run_evaluate",
+}
+
+
+def run_stage(cfg: DictConfig) -> dict | None:
+    if cfg.stage not in STAGES:
+        raise ConfigError(f"unknown stage '{cfg.stage}': expected one of {', '.join(STAGES)}")
+    module, function = STAGES[cfg.stage].split(":")
+    return getattr(importlib.import_module(module), function)(cfg)

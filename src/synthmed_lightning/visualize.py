@@ -1,0 +1,51 @@
+"""Pictures people look at: prediction overlays, sample grids, PNG writing."""
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+TP_COLOUR, FP_COLOUR, FN_COLOUR = (0, 220, 0), (255, 40, 40), (40, 120, 255)
+
+
+def save_png(path: str | Path, image: np.ndarray) -> None:
+    """Write an RGB (H, W, 3) or greyscale (H, W) uint8 image."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
+    if not cv2.imwrite(str(path), out):
+        raise OSError(f"cannot write {path}")
+
+
+def overlay_prediction(rgb: np.ndarray, pred: np.ndarray, mask: np.ndarray | None = None,
+                       fov: np.ndarray | None = None) -> np.ndarray:
+    """The image, dimmed, with true positives green, false positives red and misses blue.
+
+    Without a ground-truth mask, predicted vessels are drawn green.
+    """
+    out = (rgb.astype(np.float32) * 0.5).astype(np.uint8)
+    pred = pred.astype(bool)
+    if fov is not None:
+        pred &= fov.astype(bool)
+    if mask is None:
+        out[pred] = TP_COLOUR
+        return out
+    mask = mask.astype(bool)
+    out[pred & mask] = TP_COLOUR
+    out[pred & ~mask] = FP_COLOUR
+    out[~pred & mask] = FN_COLOUR
+    return out
+
+
+def image_grid(images: list[np.ndarray], columns: int = 4, pad: int = 2) -> np.ndarray:
+    """Tile equally sized uint8 images (greyscale or RGB) into one RGB grid."""
+    if not images:
+        raise ValueError("image_grid needs at least one image")
+    tiles = [np.repeat(im[..., None], 3, axis=2) if im.ndim == 2 else im for im in images]
+    h, w = tiles[0].shape[:2]
+    rows = -(-len(tiles) // columns)
+    grid = np.full((rows * (h + pad) + pad, columns * (w + pad) + pad, 3), 255, np.uint8)
+    for i, tile in enumerate(tiles):
+        y, x = pad + (i // columns) * (h + pad), pad + (i % columns) * (w + pad)
+        grid[y: y + h, x: x + w] = tile
+    return grid

@@ -96,10 +96,12 @@ def validate(cfg: DictConfig) -> None:
     if net is not None and "depth" in net and typed.patch_size % (2 ** net.depth):
         raise ConfigError(f"data.patch_size={typed.patch_size} must be a multiple of 2**model.net.depth={2 ** net.depth}")
     _check_distributed(cfg)
-    if OmegaConf.is_missing(cfg, "ckpt_path"):
-        raise ConfigError(f"stage={cfg.stage} needs ckpt_path=<checkpoint file>")
-    if cfg.ckpt_path not in (None, "last") and not Path(cfg.ckpt_path).is_file():
-        raise ConfigError(f"ckpt_path={cfg.ckpt_path}: file not found")
+    for key in cfg:  # a stage marks what it cannot run without as `???`
+        if OmegaConf.is_missing(cfg, key):
+            raise ConfigError(f"stage={cfg.stage} needs {key}=<value>")
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path not in (None, "last") and not Path(ckpt_path).is_file():
+        raise ConfigError(f"ckpt_path={ckpt_path}: file not found")
 
 
 def _check_distributed(cfg: DictConfig) -> None:

@@ -22,13 +22,14 @@ def read_rgb(path: Path) -> np.ndarray:
 def read_binary(path: Path, what: str = "mask") -> np.ndarray:
     """(H, W) uint8 in {0, 1}; a file with many grey levels is rejected as not binary."""
     grey = _imread(path, cv2.IMREAD_GRAYSCALE)
-    top = int(grey.max())
-    if top == 0:
-        return np.zeros_like(grey)
-    grey_levels = (grey > 0) & (grey < top)
-    if grey_levels.mean() > _MAX_GREY_FRACTION:
-        raise DataError(f"{what} {path} is not binary: {grey_levels.mean():.1%} of its pixels are neither 0 nor {top}")
-    return (grey > top // 2).astype(np.uint8)
+    low, high = int(grey.min()), int(grey.max())
+    if low == high:  # an all-background (or all-foreground) mask
+        return np.full_like(grey, int(high > 0))
+    # Two levels, whatever they are (DRIVE's 2nd observer uses 3 and 253), plus a little noise.
+    in_between = (grey > low) & (grey < high)
+    if in_between.mean() > _MAX_GREY_FRACTION:
+        raise DataError(f"{what} {path} is not binary: {in_between.mean():.1%} of its pixels are neither {low} nor {high}")
+    return (grey > (low + high) // 2).astype(np.uint8)
 
 
 def check_same_size(image: np.ndarray, other: np.ndarray, image_path: Path, other_path: Path, what: str) -> None:

@@ -10,6 +10,11 @@ from synthmed_lightning.errors import ConfigError
 STAGES = {
     "segment": "synthmed_lightning.stages.segment:run_segment",
     "evaluate": "synthmed_lightning.stages.evaluate:run_evaluate",
+    "mask": "synthmed_lightning.stages.mask:run_mask",
+    "single": "synthmed_lightning.stages.single:run_single",
+    "image": "synthmed_lightning.stages.image:run_image",
+    "generate": "synthmed_lightning.stages.generate:run_generate",
+    "pseudolabel": "synthmed_lightning.stages.pseudolabel:run_pseudolabel",
 }
 
 

@@ -28,9 +28,9 @@ def to_primitive(node) -> dict:
 def instantiate_primitive(node, **extra):
     """Like hydra's instantiate, but nested `_target_` dicts stay plain dicts (e.g. a LightningModule's
     `net`), so the module can store them as hyperparameters and rebuild itself from a checkpoint."""
-    kwargs = to_primitive(node)
+    kwargs = {**to_primitive(node), **extra}
     target = kwargs.pop("_target_")
-    return get_class(target)(**kwargs, **extra)
+    return get_class(target)(**kwargs)
 
 
 def build_datamodule(cfg: DictConfig, **overrides) -> VesselDataModule:
@@ -62,10 +62,11 @@ def build_trainer(cfg: DictConfig, callbacks: list | None = None, **overrides) -
 
 def resolve_ckpt_path(cfg: DictConfig) -> str | None:
     """`ckpt_path=last` means this run directory's last checkpoint, when there is one."""
-    if cfg.ckpt_path == "last":
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path == "last":
         last = run_dir(cfg) / "checkpoints" / "last.ckpt"
         return str(last) if last.is_file() else None
-    return cfg.ckpt_path
+    return ckpt_path
 
 
 def write_json(path: Path, values: dict) -> None:

@@ -1,0 +1,32 @@
+# SynthMed Lightning. `make help` lists the targets. Each target installs what it needs into .venv.
+PYTHON     ?= python3
+VENV       ?= .venv
+# torch first, pinned: a looser spec pulls a multi-GB CUDA build on CPU machines. Override freely,
+# e.g. make install TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
+TORCH_SPEC ?= torch==2.13.0
+BIN        := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install test test-fast clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-18s %s\n", $$1, $$2}'
+
+install: $(VENV)/.installed ## create .venv: torch (TORCH_SPEC, default torch==2.13.0), then the package (editable, with test extras)
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+test: install ## run the whole test suite (CPU, < 15 min)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-fast: install ## the tests that train nothing longer than a few seconds
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+clean: ## remove run outputs (not the .venv)
+	rm -rf outputs multirun .pytest_cache

@@ -1,0 +1,51 @@
+"""Shared fixtures: the real DRIVE copy beside the project, and a way to run the CLI."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DRIVE_ROOT = Path(os.environ.get("SYNTHMED_DRIVE", PROJECT_ROOT.parent / "shared" / "data" / "DRIVE"))
+
+
+@pytest.fixture(scope="session")
+def drive_root() -> Path:
+    if not (DRIVE_ROOT / "training" / "images").is_dir():
+        pytest.skip(f"DRIVE not found at {DRIVE_ROOT} (set SYNTHMED_DRIVE to its folder)")
+    return DRIVE_ROOT
+
+
+def run_cli(*overrides: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """`python -m synthmed_lightning <overrides>` in a subprocess, as a user runs it."""
+    full_env = {**os.environ, "WANDB_MODE": "offline", "PYTHONWARNINGS": "ignore", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "synthmed_lightning", *overrides], cwd=cwd or PROJECT_ROOT,
+                          env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def assert_ok(result: subprocess.CompletedProcess) -> None:
+    assert result.returncode == 0, f"exit {result.returncode}\nSTDOUT:\n{result.stdout[-3000:]}\nSTDERR:\n{result.stderr[-5000:]}"
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> str:
+    """Non-zero exit, a single `error: ...` line naming what went wrong, and no traceback."""
+    assert result.returncode != 0, result.stdout[-2000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr[-3000:]
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+    return errors[0]
+
+
+SMOKE = ("profile=smoke", "callbacks=minimal")
+
+
+@pytest.fixture(scope="session")
+def segment_run(tmp_path_factory) -> Path:
+    """One smoke `stage=segment` run on the phantom, shared by the tests that inspect its outputs."""
+    out = tmp_path_factory.mktemp("segment_run")
+    assert_ok(run_cli("stage=segment", *SMOKE, f"hydra.run.dir={out}"))
+    return out

@@ -1,0 +1,86 @@
+"""Bad input (SPEC item 6): one `error:` line naming the file or setting, exit != 0, no traceback,
+and nothing already written is damaged."""
+
+import json
+import shutil
+
+import cv2
+import numpy as np
+
+from conftest import SMOKE, assert_one_line_error, run_cli
+
+
+def test_unknown_stage():
+    assert_one_line_error(run_cli("stage=segmnet"), "unknown stage 'segmnet'", "segment")
+
+
+def test_unknown_data_and_profile():
+    assert_one_line_error(run_cli("data=drvie"), "unknown data 'drvie'", "drive")
+    assert_one_line_error(run_cli("profile=fast"), "unknown profile 'fast'", "smoke")
+
+
+def test_missing_dataset_root(tmp_path):
+    result = run_cli("stage=segment", "data=drive", f"data.root={tmp_path / 'nowhere'}", *SMOKE,
+                     f"hydra.run.dir={tmp_path / 'run'}")
+    assert_one_line_error(result, "data.root=", "nowhere", "not found")
+
+
+def test_mislaid_drive_root_names_the_layout(tmp_path, drive_root):
+    result = run_cli("stage=segment", "data=drive", f"data.root={drive_root / 'test'}", *SMOKE,
+                     f"hydra.run.dir={tmp_path / 'run'}")
+    assert_one_line_error(result, "DRIVE layout", "training/images")
+
+
+def _folder_dataset(root, n=4):
+    from synthmed_lightning.data.phantom import make_phantom_dataset
+
+    for d in ("images", "masks"):
+        (root / d).mkdir(parents=True)
+    for p in make_phantom_dataset(n, seed=1, height=64, width=64):
+        cv2.imwrite(str(root / "images" / f"{p.stem}.png"), p.image[..., ::-1])
+        cv2.imwrite(str(root / "masks" / f"{p.stem}.png"), p.mask * 255)
+
+
+def test_truncated_image_is_named(tmp_path):
+    _folder_dataset(tmp_path / "data")
+    image = tmp_path / "data" / "images" / "phantom_0002.png"
+    image.write_bytes(image.read_bytes()[:100])
+    result = run_cli("stage=segment", "data=folder", f"data.root={tmp_path / 'data'}", *SMOKE,
+                     f"hydra.run.dir={tmp_path / 'run'}")
+    assert_one_line_error(result, "phantom_0002.png")
+
+
+def test_mask_size_mismatch_is_named(tmp_path):
+    _folder_dataset(tmp_path / "data")
+    cv2.imwrite(str(tmp_path / "data" / "masks" / "phantom_0001.png"), np.zeros((32, 40), np.uint8))
+    result = run_cli("stage=segment", "data=folder", f"data.root={tmp_path / 'data'}", *SMOKE,
+                     f"hydra.run.dir={tmp_path / 'run'}")
+    assert_one_line_error(result, "phantom_0001.png is 40x32", "64x64")
+
+
+def test_mistyped_setting_is_named(tmp_path):
+    result = run_cli("stage=segment", *SMOKE, "data.batch_size=many", f"hydra.run.dir={tmp_path}")
+    assert_one_line_error(result, "batch_size")
+    result = run_cli("stage=segment", *SMOKE, "data.patch_size=30", f"hydra.run.dir={tmp_path}")
+    assert_one_line_error(result, "data.patch_size=30", "multiple")
+
+
+def test_evaluate_needs_a_checkpoint_of_the_right_stage(tmp_path, segment_run):
+    assert_one_line_error(run_cli("stage=evaluate", *SMOKE), "ckpt_path")
+    assert_one_line_error(run_cli("stage=evaluate", *SMOKE, f"ckpt_path={tmp_path / 'x.ckpt'}"), "x.ckpt", "not found")
+    garbage = tmp_path / "garbage.ckpt"
+    garbage.write_bytes(b"not a checkpoint")
+    assert_one_line_error(run_cli("stage=evaluate", *SMOKE, f"ckpt_path={garbage}"), "garbage.ckpt")
+
+
+def test_a_failed_rerun_keeps_earlier_outputs(tmp_path, segment_run):
+    """A bad rerun into an existing run directory must not touch what the good run wrote."""
+    run = tmp_path / "run"
+    shutil.copytree(segment_run, run)
+    before = (run / "metrics.json").read_text()
+    checkpoint = (run / "checkpoints" / "last.ckpt").read_bytes()
+    result = run_cli("stage=segment", "data=drive", f"data.root={tmp_path / 'nowhere'}", *SMOKE, f"hydra.run.dir={run}")
+    assert_one_line_error(result, "nowhere")
+    assert (run / "metrics.json").read_text() == before
+    assert (run / "checkpoints" / "last.ckpt").read_bytes() == checkpoint
+    assert json.loads(before)["test/f1_vessel"] > 0

@@ -1,0 +1,125 @@
+"""stage=segment and stage=evaluate end to end through the CLI, on the phantom (smoke profile)."""
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from conftest import SMOKE, assert_ok, run_cli
+from synthmed_lightning.checkpoints import load_checkpoint, restore_module
+from synthmed_lightning.models.segmenter import Segmenter
+
+TEST_KEYS = ("test/f1_vessel", "test/f1_macro", "test/auc", "test/accuracy", "test/sensitivity", "test/specificity")
+
+
+def test_segment_writes_the_run_directory_contract(segment_run):
+    assert (segment_run / ".hydra" / "config.yaml").is_file()
+    assert (segment_run / "checkpoints" / "last.ckpt").is_file()
+    metrics = json.loads((segment_run / "metrics.json").read_text())
+    for key in TEST_KEYS:
+        assert 0.0 <= metrics[key] <= 1.0, key
+    probs = sorted((segment_run / "predictions").glob("*_prob.png"))
+    overlays = sorted((segment_run / "predictions").glob("*_overlay.png"))
+    assert len(probs) == len(overlays) == 6  # the smoke phantom's test split
+    prob = cv2.imread(str(probs[0]), cv2.IMREAD_GRAYSCALE)
+    assert prob.shape == (96, 96) and prob.max() > 128  # native size, some confident vessels
+
+
+def test_segment_learned(segment_run):
+    metrics = json.loads((segment_run / "metrics.json").read_text())
+    assert metrics["train/loss_last"] < 0.9 * metrics["train/loss_first"]
+    # 40 steps on the phantom already separate vessels from background far above chance.
+    assert metrics["test/auc"] > 0.85 and metrics["test/f1_vessel"] > 0.4
+
+
+def test_checkpoint_records_scale_and_preprocessing(segment_run):
+    checkpoint = load_checkpoint(segment_run / "checkpoints" / "last.ckpt", "segment")
+    hparams = checkpoint["hyper_parameters"]
+    assert 80 < hparams["train_fov_diameter"] < 96
+    assert hparams["preprocess"] == {"mode": "rgb", "clahe": False}
+    model = restore_module(Segmenter, checkpoint)
+    assert isinstance(model, Segmenter)
+
+
+def test_prediction_maps_reproduce_the_reported_f1(segment_run):
+    """Anyone can recompute the metrics from the PNGs: check that we can."""
+    from synthmed_lightning.data.readers import read_dataset
+
+    samples = read_dataset({"name": "phantom", "count": 6, "height": 96, "width": 96}, "test")
+    tp = fp = fn = 0
+    for s in samples:
+        prob = cv2.imread(str(segment_run / "predictions" / f"{s.stem}_prob.png"), cv2.IMREAD_GRAYSCALE)
+        pred, truth, fov = prob >= 128, s.mask.astype(bool), s.fov.astype(bool)
+        tp += (pred & truth & fov).sum()
+        fp += (pred & ~truth & fov).sum()
+        fn += (~pred & truth & fov).sum()
+    metrics = json.loads((segment_run / "metrics.json").read_text())
+    assert 2 * tp / (2 * tp + fp + fn) == pytest.approx(metrics["test/f1_vessel"], abs=0.01)
+
+
+def test_evaluate_reuses_a_checkpoint_on_other_data(segment_run, tmp_path):
+    out = tmp_path / "eval"
+    result = run_cli("stage=evaluate", *SMOKE, f"ckpt_path={segment_run / 'checkpoints' / 'best.ckpt'}",
+                     "data.reader.seed=5", f"hydra.run.dir={out}")
+    assert_ok(result)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(TEST_KEYS) <= set(metrics) and metrics["test/auc"] > 0.8
+    assert len(list((out / "predictions").glob("*_prob.png"))) == 6
+    assert not (out / "checkpoints").exists()  # evaluate trains nothing
+
+
+def test_evaluate_resamples_to_the_training_scale():
+    """An image at twice the training FOV scale is shrunk before the network sees it."""
+    seen = []
+
+    class Spy(torch.nn.Module):
+        size_multiple = 4
+
+        def forward(self, x):
+            seen.append(tuple(x.shape[-2:]))
+            return torch.zeros(x.shape[0], 1, *x.shape[-2:])
+
+    model = Segmenter(net={"_target_": "torch.nn.Identity"}, train_fov_diameter=50.0, tile_size=512)
+    model.net = Spy()
+    probs = model.predict_probabilities(torch.zeros(1, 3, 200, 220), fov_diameter=100.0)
+    assert probs.shape == (1, 1, 200, 220)  # mapped back to native size
+    assert seen == [(112, 112)]  # one square tile over 100x110 (half scale), padded to a multiple of 4
+    seen.clear()
+    model.predict_probabilities(torch.zeros(1, 3, 200, 220), fov_diameter=51.0)  # within 5%: native
+    assert seen == [(220, 220)]  # one square tile over the native 200x220
+
+
+def test_hydra_multirun_sweeps(tmp_path):
+    result = run_cli("-m", "stage=segment", *SMOKE, "trainer.max_steps=4", "model.lr=1e-3,2e-3",
+                     f"hydra.sweep.dir={tmp_path}")
+    assert_ok(result)
+    runs = sorted(p for p in tmp_path.iterdir() if p.is_dir())
+    assert [p.name for p in runs] == ["0", "1"]
+    lrs = [yaml.safe_load((p / ".hydra" / "config.yaml").read_text())["model"]["lr"] for p in runs]
+    assert lrs == [1e-3, 2e-3]
+    assert all((p / "metrics.json").is_file() for p in runs)
+
+
+@pytest.mark.slow
+def test_ddp_over_two_cpu_processes(tmp_path):
+    result = run_cli("stage=segment", *SMOKE, "trainer=ddp_cpu", "trainer.devices=2", f"hydra.run.dir={tmp_path}")
+    assert_ok(result)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["test/auc"] > 0.8
+    # Both ranks tested half of the 6 images each; rank 0 gathered the metric over all of them.
+    assert len(list((tmp_path / "predictions").glob("*_prob.png"))) == 6
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_wandb_offline_writes_a_run(tmp_path):
+    result = run_cli("stage=segment", *SMOKE, "logger=wandb", "trainer.max_steps=4", f"hydra.run.dir={tmp_path}",
+                     env={"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_SILENT": "true"})
+    assert_ok(result)
+    runs = list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(runs) == 1 and runs[0].stat().st_size > 0
+    media = list((tmp_path / "wandb").glob("offline-run-*/files/media/images/test/*.png"))
+    assert media, "prediction overlays should be logged as images"
+    assert b"patches_per_epoch" in runs[0].read_bytes()  # the resolved config was logged

@@ -20,7 +20,8 @@ def drive_root() -> Path:
 
 def run_cli(*overrides: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
     """`python -m synthmed_lightning <overrides>` in a subprocess, as a user runs it."""
-    full_env = {**os.environ, "WANDB_MODE": "offline", "PYTHONWARNINGS": "ignore", **(env or {})}
+    # One thread per process: tiny smoke models gain nothing from more, and DDP tests run two processes.
+    full_env = {**os.environ, "WANDB_MODE": "offline", "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", "synthmed_lightning", *overrides], cwd=cwd or PROJECT_ROOT,
                           env=full_env, capture_output=True, text=True, timeout=timeout)
 

@@ -7,7 +7,7 @@ and hand it to the stage's runner. Errors the user can fix print as one line, ex
 import sys
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from synthmed_lightning.config import check_command_line, register_configs, validate
 from synthmed_lightning.errors import UserError

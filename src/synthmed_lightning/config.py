@@ -18,8 +18,15 @@ from synthmed_lightning.resources import config_dir, experiments_dir
 
 GROUPS = ("stage", "data", "model", "trainer", "logger", "callbacks", "profile", "debug", "paths")
 
-if not OmegaConf.has_resolver("channels"):
-    OmegaConf.register_new_resolver("channels", input_channels)
+
+def gan_max_steps(iterations) -> int:
+    """Lightning counts one global step per optimizer: a GAN iteration (D step + G step) is 2."""
+    return -1 if int(iterations) < 0 else 2 * int(iterations)
+
+
+for _name, _resolver in (("channels", input_channels), ("gan_max_steps", gan_max_steps)):
+    if not OmegaConf.has_resolver(_name):
+        OmegaConf.register_new_resolver(_name, _resolver)
 
 
 def group_options(group: str) -> list[str]:

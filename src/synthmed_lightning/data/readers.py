@@ -36,7 +36,7 @@ def read_drive(root: str | Path, split: str, annotator: int = 1) -> list[Sample]
             number = image_path.stem.split("_")[0]
             mask_path = root / folder / f"{'1st' if annotator == 1 else '2nd'}_manual" / f"{number}_manual{annotator}.gif"
             fov_path = root / folder / "mask" / f"{number}_{folder}_mask.gif"
-            samples.append(_load_pair(image_path, mask_path, fov_path))
+            samples.append(load_pair(image_path, mask_path, fov_path))
     return samples
 
 
@@ -47,7 +47,7 @@ def read_chase(root: str | Path, split: str, annotator: int = 1) -> list[Sample]
         raise DataError(f"data.root={root} does not hold the CHASE_DB1 layout (expected root/Image_01L.jpg with root/Image_01L_1stHO.png)")
     chosen = {"train": images[:20], "test": images[20:], "all": images}[split] if len(images) > 20 else images
     suffix = "1stHO" if annotator == 1 else "2ndHO"
-    return [_load_pair(p, p.with_name(f"{p.stem}_{suffix}.png"), None) for p in chosen]
+    return [load_pair(p, p.with_name(f"{p.stem}_{suffix}.png"), None) for p in chosen]
 
 
 def read_folder(root: str | Path, split: str, require_masks: bool = True) -> list[Sample]:
@@ -61,10 +61,10 @@ def read_folder(root: str | Path, split: str, require_masks: bool = True) -> lis
         raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {image_dir}")
     samples = []
     for image_path in images:
-        mask_path = _match_stem(base / "masks", image_path.stem)
+        mask_path = match_stem(base / "masks", image_path.stem)
         if mask_path is None and require_masks:
             raise DataError(f"no mask for {image_path}: expected {base / 'masks' / image_path.stem}.<png|gif|tif|...>")
-        samples.append(_load_pair(image_path, mask_path, _match_stem(base / "fov", image_path.stem)))
+        samples.append(load_pair(image_path, mask_path, match_stem(base / "fov", image_path.stem)))
     return samples
 
 
@@ -106,8 +106,9 @@ def read_dataset(spec: dict, split: str) -> list[Sample]:
     return READERS[name](split=split, **spec)
 
 
-def _match_stem(folder: Path, stem: str) -> Path | None:
-    if not folder.is_dir():
+def match_stem(folder: Path | None, stem: str) -> Path | None:
+    """The image file `folder/<stem>.<any image suffix>`, if there is one."""
+    if folder is None or not folder.is_dir():
         return None
     for path in sorted(folder.glob(f"{stem}.*")):
         if path.suffix.lower() in IMAGE_SUFFIXES:
@@ -115,7 +116,8 @@ def _match_stem(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def _load_pair(image_path: Path, mask_path: Path | None, fov_path: Path | None) -> Sample:
+def load_pair(image_path: Path, mask_path: Path | None, fov_path: Path | None) -> Sample:
+    """Read an image with its (optional) mask and FOV, checking sizes; no FOV file: derive it."""
     image = read_rgb(image_path)
     mask = None
     if mask_path is not None:

@@ -60,6 +60,16 @@ def build_trainer(cfg: DictConfig, callbacks: list | None = None, **overrides) -
                        **overrides)
 
 
+_DDP_FOR_GANS = {s: f"{s}_find_unused_parameters_true" for s in ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook")}
+
+
+def gan_strategy(strategy) -> object:
+    """The trainer strategy a GAN stage runs with. Each manual_backward all-reduces gradients, and the
+    D step leaves G without any (PITFALLS.md): plain DDP variants become their
+    find_unused_parameters_true twins; anything else (auto, a strategy object) is kept."""
+    return _DDP_FOR_GANS.get(strategy, strategy) if isinstance(strategy, str) else strategy
+
+
 def resolve_ckpt_path(cfg: DictConfig) -> str | None:
     """`ckpt_path=last` means this run directory's last checkpoint, when there is one."""
     ckpt_path = cfg.get("ckpt_path")

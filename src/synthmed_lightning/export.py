@@ -1,0 +1,177 @@
+"""Writing image/mask datasets that the `data=folder` loader reads, with a verifiable manifest.
+
+Layout (SPEC.md, interface contract 4):
+    <out_dir>/images/<stem>.png   RGB
+    <out_dir>/masks/<stem>.png    vessel mask, 0/255
+    <out_dir>/fov/<stem>.png      field of view, 0/255
+    <out_dir>/manifest.json       sha256 of every file above, plus what the caller adds
+                                  (generator checkpoints' sha256, resolved config, seed)
+
+Atomic: everything is written into a hidden temporary folder beside `out_dir` and renamed into
+place only once complete, manifest last. A crash leaves the old `out_dir` untouched (or none) and
+at most a `.<name>.tmp-*` folder, never a half-written folder that looks complete. An existing
+`out_dir` is refused unless `overwrite=True`, in which case the complete new folder replaces it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from synthmed_lightning.errors import ConfigError, DataError
+
+MANIFEST = "manifest.json"
+FORMAT = "synthmed-dataset/1"
+FOLDERS = ("images", "masks", "fov")
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """Deterministic PNG bytes of an RGB (H, W, 3) or greyscale (H, W) uint8 array."""
+    array = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
+    ok, data = cv2.imencode(".png", np.ascontiguousarray(array), [cv2.IMWRITE_PNG_COMPRESSION, 6])
+    if not ok:
+        raise OSError("cannot encode PNG")
+    return data.tobytes()
+
+
+def _binary_png(mask: np.ndarray, what: str, stem: str) -> bytes:
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"{what} of {stem} must be (H, W), got shape {mask.shape}")
+    return encode_png(((mask > 0.5) if mask.dtype.kind == "f" else (mask > 0)).astype(np.uint8) * 255)
+
+
+class DatasetWriter:
+    """Context manager that writes a `data=folder` dataset atomically:
+
+        with DatasetWriter(out_dir, overwrite=False) as writer:
+            for ...:
+                writer.add(stem, image, mask, fov)
+            writer.commit({"seed": 0, ...})
+
+    Leaving the block without `commit` (an exception, Ctrl-C) deletes the temporary folder.
+    """
+
+    def __init__(self, out_dir: str | Path, overwrite: bool = False):
+        self.out_dir = Path(out_dir).absolute()
+        self.overwrite = overwrite
+        if self.out_dir.exists() and not overwrite:
+            raise ConfigError(f"out_dir={self.out_dir} already exists: choose another folder or pass overwrite=true to replace it")
+        if self.out_dir.exists() and not self.out_dir.is_dir():
+            raise ConfigError(f"out_dir={self.out_dir} exists and is not a folder")
+        self.out_dir.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp_dir = self.out_dir.parent / f".{self.out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
+        self.files: dict[str, str] = {}
+        self.stems: list[str] = []
+        self.committed = False
+
+    def __enter__(self) -> DatasetWriter:
+        for folder in FOLDERS:
+            (self.tmp_dir / folder).mkdir(parents=True)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if not self.committed:
+            shutil.rmtree(self.tmp_dir, ignore_errors=True)
+
+    def _write(self, relative: str, data: bytes) -> None:
+        if relative in self.files:
+            raise DataError(f"two images share the name {relative}: file stems must be unique")
+        with open(self.tmp_dir / relative, "wb") as handle:
+            handle.write(data)
+        self.files[relative] = hashlib.sha256(data).hexdigest()
+
+    def add(self, stem: str, image: np.ndarray, mask: np.ndarray, fov: np.ndarray) -> None:
+        """image: (H, W, 3) uint8 RGB; mask, fov: (H, W), {0, 1} or 0/255 (floats thresholded at 0.5)."""
+        image = np.asarray(image)
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"image {stem} must be (H, W, 3) uint8, got {image.dtype} {image.shape}")
+        for what, array in (("mask", mask), ("fov", fov)):
+            if np.shape(array) != image.shape[:2]:
+                raise ValueError(f"{what} of {stem} is {np.shape(array)}, its image {image.shape[:2]}")
+        self._write(f"images/{stem}.png", encode_png(image))
+        self._write(f"masks/{stem}.png", _binary_png(mask, "mask", stem))
+        self._write(f"fov/{stem}.png", _binary_png(fov, "fov", stem))
+        self.stems.append(stem)
+
+    def commit(self, extra: dict | None = None) -> dict:
+        """Write manifest.json (last), fsync, and move the folder into place. Returns the manifest."""
+        if not self.stems:
+            raise DataError(f"nothing to write to {self.out_dir}: no samples")
+        manifest = {"format": FORMAT, "count": len(self.stems), **(extra or {}), "files": dict(sorted(self.files.items()))}
+        (self.tmp_dir / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
+        _fsync_tree(self.tmp_dir)
+        if self.out_dir.exists():
+            if not self.overwrite:
+                raise ConfigError(f"out_dir={self.out_dir} appeared while writing: refusing to replace it (overwrite=true would)")
+            old = self.out_dir.parent / f".{self.out_dir.name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(self.out_dir, old)  # the complete old folder, then the complete new one
+            os.replace(self.tmp_dir, self.out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(self.tmp_dir, self.out_dir)
+        self.committed = True
+        return manifest
+
+
+def _fsync_tree(folder: Path) -> None:
+    """Flush the files to disk before the rename makes them visible (a power cut keeps both or neither)."""
+    for path in folder.rglob("*"):
+        if path.is_file():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
+def read_manifest(folder: str | Path) -> dict:
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        raise DataError(f"{path} not found: not an exported dataset")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise DataError(f"{path} is not valid JSON: {error}") from None
+
+
+def verify_manifest(folder: str | Path) -> list[str]:
+    """Problems found by recomputing every file's sha256: missing, changed and unlisted files.
+    An empty list means the dataset is exactly what was exported."""
+    folder = Path(folder)
+    try:
+        manifest = read_manifest(folder)
+    except DataError as error:
+        return [str(error)]
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        return [f"{folder / MANIFEST} lists no files"]
+    problems = []
+    for relative, expected in sorted(files.items()):
+        path = folder / relative
+        if not path.is_file():
+            problems.append(f"missing: {relative}")
+        elif sha256_file(path) != expected:
+            problems.append(f"changed: {relative} (sha256 differs from the manifest)")
+    for sub in FOLDERS:
+        if (folder / sub).is_dir():
+            for path in sorted((folder / sub).iterdir()):
+                relative = f"{sub}/{path.name}"
+                if relative not in files:
+                    problems.append(f"not in the manifest: {relative}")
+    return problems

@@ -1,0 +1,161 @@
+"""Stage II of Guibas et al. (2017): pix2pix (Isola et al. 2017) paints a fundus photograph onto a
+vessel mask.
+
+The generator is the pix2pix U-Net, conditioned on two channels in [-1, 1]: the vessel mask and
+the field of view (FOV), so it knows where the retina ends. The discriminator is the 70x70
+PatchGAN, judging (condition, image) pairs. Losses as published: non-saturating BCE on the
+PatchGAN logits + lambda * L1 with lambda = 100, Adam(2e-4, beta1 = 0.5), D's loss halved.
+
+The image is composited with the FOV (black outside it) both in training and when painting:
+only the retina is learned, and the real images' off-FOV background (slightly grey after
+photometric augmentation, or camera noise) cannot give fakes away to D.
+
+Manual optimisation: one D step then one G step per batch, so `trainer.global_step` counts two
+steps per batch; `generator_steps` is the number of batches seen (see stages/image.py).
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+
+from synthmed_lightning.checkpoints import STAGE_KEY
+from synthmed_lightning.models.components.gan_losses import LOSS_KINDS, discriminator_loss, generator_loss
+
+
+def condition(mask: torch.Tensor, fov: torch.Tensor) -> torch.Tensor:
+    """{0,1} mask and FOV (n, 1, H, W) -> the generator's (n, 2, H, W) input in [-1, 1]."""
+    return torch.cat([mask, fov], dim=1) * 2.0 - 1.0
+
+
+def composite(image: torch.Tensor, fov: torch.Tensor) -> torch.Tensor:
+    """Black (-1) outside the FOV, the image inside it."""
+    return image * fov - (1.0 - fov)
+
+
+def to_uint8(image: torch.Tensor) -> np.ndarray:
+    """(C, H, W) in [-1, 1] -> (H, W, C) uint8, or (H, W) for one channel."""
+    array = ((image.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte().numpy()
+    return array[0] if array.shape[0] == 1 else array.transpose(1, 2, 0)
+
+
+class ImageGAN(L.LightningModule):
+    """pix2pix on (mask, FOV) -> RGB fundus image.
+
+    `generator` and `discriminator` are Hydra `_target_` dicts (plain, so they are checkpoint
+    hyperparameters). `paint` is the API the generate stage uses: any image size, deterministic.
+    `train_fov_diameter` records the FOV scale (px) it learned at: vessels painted onto masks of
+    another scale get the wrong width, so `stage=generate` warns about a mismatch.
+    """
+
+    def __init__(self, generator: dict, discriminator: dict, lr: float = 2e-4, beta1: float = 0.5,
+                 beta2: float = 0.999, l1_weight: float = 100.0, loss: str = "nonsaturating",
+                 d_loss_scale: float = 0.5, paint_batch_size: int = 4, train_fov_diameter: float | None = None):
+        super().__init__()
+        if loss not in LOSS_KINDS:
+            raise ValueError(f"unknown GAN loss {loss!r}: expected one of {', '.join(LOSS_KINDS)}")
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.generator = instantiate(generator)
+        self.discriminator = instantiate(discriminator)
+        # (mask, generated, real) uint8 triples of this validation epoch, for the sample grid.
+        self.val_samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+    @property
+    def size_multiple(self) -> int:
+        return self.generator.size_multiple
+
+    @property
+    def generator_steps(self) -> int:
+        """Batches trained on (each one D and one G step; global_step counts both)."""
+        return self.trainer.global_step // 2 if self._trainer is not None else 0
+
+    def forward(self, mask: torch.Tensor, fov: torch.Tensor) -> torch.Tensor:
+        """Training-time painting of patches whose size is a multiple of `size_multiple`."""
+        return composite(self.generator(condition(mask, fov)), fov)
+
+    def _pair(self, mask: torch.Tensor, fov: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        return torch.cat([condition(mask, fov), image], dim=1)
+
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        opt_g, opt_d = self.optimizers()
+        mask, fov = batch["mask"], batch["fov"]
+        real = composite(batch["image"], fov)
+        fake = self(mask, fov)
+
+        # Discriminator: real pairs -> 1, fake pairs -> 0; halved as in pix2pix (D learns slower than G).
+        self.toggle_optimizer(opt_d)
+        d_loss = self.hparams.d_loss_scale * discriminator_loss(
+            self.discriminator(self._pair(mask, fov, real)),
+            self.discriminator(self._pair(mask, fov, fake.detach())), self.hparams.loss)
+        opt_d.zero_grad(set_to_none=True)
+        self.manual_backward(d_loss)
+        opt_d.step()
+        self.untoggle_optimizer(opt_d)
+
+        # Generator: fool D, stay close to the real image (L1, lambda = 100).
+        self.toggle_optimizer(opt_g)
+        adversarial = generator_loss(self.discriminator(self._pair(mask, fov, fake)), self.hparams.loss)
+        l1 = F.l1_loss(fake, real)
+        g_loss = adversarial + self.hparams.l1_weight * l1
+        opt_g.zero_grad(set_to_none=True)
+        self.manual_backward(g_loss)
+        opt_g.step()
+        self.untoggle_optimizer(opt_g)
+
+        self.log_dict({"train/l1": l1, "train/g_adv": adversarial, "train/g_loss": g_loss, "train/d_loss": d_loss},
+                      prog_bar=True, batch_size=mask.shape[0])
+
+    @torch.no_grad()
+    def paint(self, mask: torch.Tensor, fov: torch.Tensor) -> torch.Tensor:
+        """Fundus images (n, 3, H, W) in [-1, 1] for {0,1} masks and FOVs (n, 1, H, W) of any size.
+
+        The generator is fully convolutional: the inputs are zero-padded (outside the FOV, no
+        vessels) symmetrically to a multiple of 2**num_downs and the result cropped back. Eval mode
+        (BatchNorm running statistics, no dropout), so the same mask always gives the same image;
+        the diversity of a synthetic set comes from Stage I's masks. Black outside the FOV.
+        Returns a tensor on the inputs' device.
+        """
+        if mask.shape != fov.shape or mask.dim() != 4 or mask.shape[1] != 1:
+            raise ValueError(f"paint expects mask and fov of one shape (n, 1, H, W), got {tuple(mask.shape)} and {tuple(fov.shape)}")
+        was_training = self.training
+        self.eval()
+        try:
+            h, w = mask.shape[-2:]
+            m = self.size_multiple
+            ph, pw = -(-h // m) * m - h, -(-w // m) * m - w
+            pad = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
+            outputs = []
+            for start in range(0, mask.shape[0], self.hparams.paint_batch_size):
+                chunk_mask = F.pad(mask[start: start + self.hparams.paint_batch_size].to(self.device, torch.float32), pad)
+                chunk_fov = F.pad(fov[start: start + self.hparams.paint_batch_size].to(self.device, torch.float32), pad)
+                image = self(chunk_mask, chunk_fov)[..., pad[2]: pad[2] + h, pad[0]: pad[0] + w]
+                outputs.append(image.to(mask.device))
+            return torch.cat(outputs)
+        finally:
+            self.train(was_training)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        """Paint each validation image's real mask at full resolution; L1 to the real image inside the FOV."""
+        mask, fov, real = batch["mask"], batch["fov"], batch["image"]
+        fake = self.paint(mask, fov)
+        inside = fov.expand_as(real) > 0.5
+        l1 = (fake - real).abs()[inside].mean() if inside.any() else (fake - real).abs().mean()
+        self.log("val/l1", l1, prog_bar=True, batch_size=1, sync_dist=True)
+        for i in range(mask.shape[0]):
+            self.val_samples.append((to_uint8(mask[i] * 2 - 1), to_uint8(fake[i]), to_uint8(composite(real[i], fov[i]))))
+
+    def on_validation_epoch_start(self) -> None:
+        self.val_samples = []
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint[STAGE_KEY] = "image"
+
+    def configure_optimizers(self):
+        betas = (self.hparams.beta1, self.hparams.beta2)
+        opt_g = torch.optim.Adam(self.generator.parameters(), lr=self.hparams.lr, betas=betas)
+        opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=self.hparams.lr, betas=betas)
+        return [opt_g, opt_d]

@@ -1,0 +1,98 @@
+"""stage=image (Stage II): train pix2pix to paint fundus images onto vessel masks.
+
+Budget: `profile.image.iterations` generator iterations (batches; one D and one G step each).
+Lightning's `trainer.max_steps` counts optimizer steps, so the stage config sets it to twice that
+with the `gan_max_steps` resolver, as Stage I does. Under DDP the GAN needs the
+`*_find_unused_parameters_true` strategies (PITFALLS.md: D's step leaves G without gradients):
+`gan_strategy` switches a plain `ddp` to it. Files (samples, metrics.json) are written by rank 0.
+"""
+
+import time
+from pathlib import Path
+
+import cv2
+import lightning as L
+from omegaconf import DictConfig
+
+from synthmed_lightning.callbacks.loss_history import LossHistory
+from synthmed_lightning.data.transforms import resize_sample
+from synthmed_lightning.errors import ConfigError
+from synthmed_lightning.stages.common import (build_datamodule, build_trainer, finish_loggers, gan_strategy,
+                                              instantiate_primitive, resolve_ckpt_path, run_dir, write_json)
+from synthmed_lightning.visualize import image_grid, save_png
+
+
+class SampleGridWriter(L.Callback):
+    """After each validation: `<out_dir>/step_XXXXXX.png` (XXXXXX = generator steps) and `latest.png`,
+    one row per validation image: mask | generated | real. Rank 0 only; also sent to image loggers."""
+
+    def __init__(self, out_dir: str | Path, max_rows: int = 4, max_side: int = 512):
+        self.out_dir = Path(out_dir)
+        self.max_rows = max_rows
+        self.max_side = max_side
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        rows = pl_module.val_samples[: self.max_rows]
+        if not rows or not trainer.is_global_zero or trainer.sanity_checking:
+            return
+        h, w = rows[0][0].shape[:2]
+        scale = min(1.0, self.max_side / max(h, w))
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        tiles = [cv2.resize(tile, size, interpolation=cv2.INTER_AREA) if tile.shape[:2] != size[::-1] else tile
+                 for row in rows for tile in row]
+        grid = image_grid(tiles, columns=3)
+        step = pl_module.generator_steps
+        save_png(self.out_dir / f"step_{step:06d}.png", grid)
+        save_png(self.out_dir / "latest.png", grid)
+        for logger in trainer.loggers:
+            if hasattr(logger, "log_image"):  # W&B
+                logger.log_image(key="val/samples", images=[grid], caption=["mask | generated | real"], step=trainer.global_step)
+            elif hasattr(getattr(logger, "experiment", None), "add_image"):  # TensorBoard
+                logger.experiment.add_image("val/samples", grid, trainer.global_step, dataformats="HWC")
+
+
+def check_image_config(cfg: DictConfig) -> None:
+    if cfg.data.preprocess.mode != "rgb":
+        raise ConfigError(f"data.preprocess.mode={cfg.data.preprocess.mode}: stage=image paints RGB images, use rgb")
+    multiple = 2 ** int(cfg.model.generator.num_downs)
+    if cfg.data.patch_size % multiple:
+        raise ConfigError(f"data.patch_size={cfg.data.patch_size} must be a multiple of 2**model.generator.num_downs={multiple}")
+    if cfg.data.val_count < 1:
+        raise ConfigError("stage=image needs data.val_count >= 1 (validation images for val/l1 and the sample grid)")
+
+
+def run_image(cfg: DictConfig) -> dict:
+    start = time.perf_counter()
+    check_image_config(cfg)
+    L.seed_everything(cfg.seed, workers=True)
+    out = run_dir(cfg)
+    datamodule = build_datamodule(cfg)
+    datamodule.setup("fit")
+    if datamodule.fov_diameter:
+        # Training patches come from images resampled to data.fov_diameter; paint the validation
+        # images at that scale too (the segmenter's evaluation maps back to native size, pix2pix need not).
+        datamodule.val_samples = [resize_sample(s, datamodule.fov_diameter / s.fov_diameter) for s in datamodule.val_samples]
+    try:
+        model = instantiate_primitive(cfg.model, train_fov_diameter=datamodule.train_fov_diameter)
+    except ValueError as error:  # an unknown loss, a bad dropout or depth, ...
+        raise ConfigError(f"model: {str(error).splitlines()[0]}") from None
+    loss_history = LossHistory(monitor="train/l1")
+    trainer = build_trainer(cfg, callbacks=[loss_history, SampleGridWriter(out / "samples")],
+                            strategy=gan_strategy(cfg.trainer.get("strategy", "auto")))
+    trainer.fit(model, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg))
+    fit_seconds = time.perf_counter() - start
+    # A final validation at the last step (max_steps may stop mid-epoch): val/l1 and the grid of the final model.
+    results = trainer.validate(model, datamodule=datamodule, verbose=False)
+    metrics = {
+        "val/l1": float(results[0]["val/l1"]) if results else float("nan"),
+        **loss_history.summary(),
+        "train/iterations": model.generator_steps,
+        "train/steps": trainer.global_step,
+        "time/fit_s": fit_seconds,
+        "time/s_per_iteration": fit_seconds / max(1, model.generator_steps),
+        "time/total_s": time.perf_counter() - start,
+    }
+    if trainer.is_global_zero:
+        write_json(out / "metrics.json", metrics)
+    finish_loggers()
+    return metrics

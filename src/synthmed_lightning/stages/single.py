@@ -1,0 +1,14 @@
+"""stage=single: the single-GAN baseline, one DCGAN from noise to (image, mask) pairs.
+
+Trained like Stage I (`stages/mask.py`, same runner) on the training split's image/mask pairs,
+at a budget comparable to Stage I + Stage II (`profile.single.iterations`).
+"""
+
+from omegaconf import DictConfig
+
+from synthmed_lightning.models.joint_gan import JointGAN
+from synthmed_lightning.stages.mask import train_gan
+
+
+def run_single(cfg: DictConfig) -> dict:
+    return train_gan(cfg, JointGAN)

@@ -1,0 +1,135 @@
+"""The synthetic dataset writer (export.py) and stage=generate end to end (SPEC.md contract 4)."""
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import assert_ok, assert_one_line_error, run_cli
+from synthmed_lightning.data.readers import read_dataset
+from synthmed_lightning.errors import ConfigError
+from synthmed_lightning.export import MANIFEST, DatasetWriter, read_manifest, sha256_file, verify_manifest
+from test_image_stage import FAST_ENV, smoke_run
+
+
+def _sample(seed: int, h: int = 20, w: int = 24):
+    rng = np.random.default_rng(seed)
+    fov = np.zeros((h, w), np.uint8)
+    fov[2:-2, 2:-2] = 1
+    mask = (rng.random((h, w)) > 0.7).astype(np.uint8) * fov
+    image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8) * fov[..., None]
+    return image, mask, fov
+
+
+def _export(out: Path, count: int = 3, **kwargs) -> dict:
+    with DatasetWriter(out, **kwargs) as writer:
+        for i in range(count):
+            writer.add(f"{i:04d}", *_sample(i))
+        return writer.commit({"seed": 7})
+
+
+def test_writer_layout_manifest_and_folder_loader(tmp_path):
+    out = tmp_path / "synthetic"
+    manifest = _export(out)
+    assert sorted(p.name for p in out.iterdir()) == ["fov", "images", MANIFEST, "masks"]
+    assert manifest["count"] == 3 and manifest["seed"] == 7 and len(manifest["files"]) == 9
+    assert read_manifest(out)["files"]["images/0000.png"] == sha256_file(out / "images" / "0000.png")
+    assert verify_manifest(out) == []
+    mask_png = cv2.imread(str(out / "masks" / "0001.png"), cv2.IMREAD_GRAYSCALE)
+    assert set(np.unique(mask_png)) <= {0, 255}
+    samples = read_dataset({"name": "folder", "root": str(out)}, "train")
+    image, mask, fov = _sample(1)
+    assert [s.stem for s in samples] == ["0000", "0001", "0002"]
+    assert np.array_equal(samples[1].image, image) and np.array_equal(samples[1].mask, mask)
+    assert np.array_equal(samples[1].fov, fov)
+    assert [p.name for p in tmp_path.iterdir()] == ["synthetic"]  # no temporary folder left
+
+
+def test_verify_manifest_detects_tampering(tmp_path):
+    out = tmp_path / "synthetic"
+    _export(out)
+    image = cv2.imread(str(out / "images" / "0002.png"))
+    image[5, 5] = 255 - image[5, 5]
+    cv2.imwrite(str(out / "images" / "0002.png"), image)
+    (out / "masks" / "0000.png").unlink()
+    (out / "fov" / "extra.png").write_bytes((out / "fov" / "0001.png").read_bytes())
+    problems = verify_manifest(out)
+    assert any(p.startswith("changed: images/0002.png") for p in problems)
+    assert "missing: masks/0000.png" in problems
+    assert "not in the manifest: fov/extra.png" in problems
+    assert len(problems) == 3
+    assert verify_manifest(tmp_path / "nowhere") != []
+
+
+def test_existing_out_dir_refused_unless_overwrite(tmp_path):
+    out = tmp_path / "synthetic"
+    _export(out, count=2)
+    before = read_manifest(out)
+    with pytest.raises(ConfigError, match="already exists"):
+        DatasetWriter(out)
+    assert read_manifest(out) == before and verify_manifest(out) == []
+    _export(out, count=3, overwrite=True)
+    assert read_manifest(out)["count"] == 3 and verify_manifest(out) == []
+    assert [p.name for p in tmp_path.iterdir()] == ["synthetic"]
+
+
+def test_crash_leaves_no_folder_and_keeps_the_old_one(tmp_path):
+    out = tmp_path / "synthetic"
+    with pytest.raises(RuntimeError):
+        with DatasetWriter(out) as writer:
+            writer.add("0000", *_sample(0))
+            raise RuntimeError("crash while generating")
+    assert list(tmp_path.iterdir()) == []
+    _export(out, count=2)
+    with pytest.raises(RuntimeError):
+        with DatasetWriter(out, overwrite=True) as writer:
+            writer.add("0000", *_sample(5))
+            raise RuntimeError("crash while generating")
+    assert [p.name for p in tmp_path.iterdir()] == ["synthetic"]
+    assert read_manifest(out)["count"] == 2 and verify_manifest(out) == []
+
+
+# ------------------------------------------------------------------ stage=generate through the CLI
+
+
+@pytest.fixture(scope="module")
+def generators(tmp_path_factory) -> dict[str, Path]:
+    """Real smoke checkpoints of Stage I (stage=mask) and Stage II (stage=image) on the phantom."""
+    return {stage: smoke_run(tmp_path_factory, stage) / "checkpoints" / "last.ckpt" for stage in ("mask", "image")}
+
+
+def _generate(generators, tmp_path: Path, name: str, *extra: str):
+    return run_cli("stage=generate", "profile=smoke", f"hydra.run.dir={tmp_path / (name + '_run')}",
+                   f"mask_ckpt={generators['mask']}", f"image_ckpt={generators['image']}",
+                   "num_samples=3", f"out_dir={tmp_path / name}", *extra, env=FAST_ENV)
+
+
+def test_generate_is_deterministic_verifiable_and_loadable(generators, tmp_path):
+    assert_ok(_generate(generators, tmp_path, "a", "seed=3"))
+    assert_ok(_generate(generators, tmp_path, "b", "seed=3"))
+    a, b = read_manifest(tmp_path / "a"), read_manifest(tmp_path / "b")
+    assert a["files"] == b["files"] and len(a["files"]) == 9  # byte-identical images, masks, FOVs
+    assert verify_manifest(tmp_path / "a") == []
+    assert a["seed"] == 3 and a["mode"] == "dual" and (a["height"], a["width"]) == (96, 96)  # the phantom's native size
+    for stage in ("mask", "image"):
+        assert a["checkpoints"][stage]["sha256"] == sha256_file(generators[stage])
+    assert a["config"]["num_samples"] == 3 and a["config"]["stage"] == "generate"
+    samples = read_dataset({"name": "folder", "root": str(tmp_path / "a")}, "train")
+    assert len(samples) == 3
+    for s in samples:
+        assert s.image.shape == (96, 96, 3) and s.mask.shape == s.fov.shape == (96, 96)
+        assert not s.mask[s.fov == 0].any() and not s.image[s.fov == 0].any()  # vessels and colour only inside the FOV
+        assert 0.3 < s.fov.mean() < 0.9  # the phantom's disc
+    metrics = json.loads((tmp_path / "a_run" / "metrics.json").read_text())
+    assert metrics["generate/count"] == 3
+    assert (tmp_path / "a_run" / "samples" / "latest.png").is_file()
+
+
+def test_generate_with_a_wrong_stage_checkpoint_fails_cleanly(generators, tmp_path):
+    result = run_cli("stage=generate", "profile=smoke", f"hydra.run.dir={tmp_path / 'run'}",
+                     f"mask_ckpt={generators['image']}", f"image_ckpt={generators['image']}",
+                     "num_samples=2", f"out_dir={tmp_path / 'out'}", env=FAST_ENV)
+    assert_one_line_error(result, "stage=image", "expected a stage=mask checkpoint")
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,108 @@
+"""stage=image (Stage II, pix2pix) end to end through the CLI on the phantom, and `ImageGAN.paint`."""
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from conftest import SMOKE, assert_ok, run_cli
+from synthmed_lightning.checkpoints import load_checkpoint, restore_module
+from synthmed_lightning.models.image_gan import ImageGAN
+
+# One torch thread: these tiny models run ~10x faster than with 2 threads fighting over a busy CPU.
+FAST_ENV = {"OMP_NUM_THREADS": "1"}
+
+
+def smoke_run(tmp_path_factory, stage: str, *overrides: str) -> Path:
+    """A smoke `stage=<stage>` run on the phantom, made once per test session (cached by folder,
+    so test_export.py reuses the checkpoints made here and vice versa)."""
+    out = tmp_path_factory.getbasetemp() / f"{stage}_smoke_run"
+    if not (out / "checkpoints" / "last.ckpt").is_file():
+        assert_ok(run_cli(f"stage={stage}", *SMOKE, f"hydra.run.dir={out}", *overrides, env=FAST_ENV))
+    return out
+
+
+@pytest.fixture(scope="module")
+def image_run(tmp_path_factory) -> Path:
+    return smoke_run(tmp_path_factory, "image")
+
+
+def test_image_run_writes_checkpoint_grid_and_metrics(image_run):
+    assert (image_run / ".hydra" / "config.yaml").is_file()
+    checkpoint = load_checkpoint(image_run / "checkpoints" / "last.ckpt", "image")
+    assert checkpoint["global_step"] == 2 * 40  # 40 generator iterations, one D + one G step each
+    for name in ("latest.png", "step_000020.png", "step_000040.png"):
+        assert (image_run / "samples" / name).is_file(), name
+    grid = cv2.imread(str(image_run / "samples" / "latest.png"))
+    assert grid.shape[0] > 2 * 96 and grid.shape[1] > 3 * 96  # 2 validation rows of mask | generated | real at 96 px
+    metrics = json.loads((image_run / "metrics.json").read_text())
+    assert metrics["train/iterations"] == 40 and metrics["train/steps"] == 80
+    assert 0.0 < metrics["val/l1"] < 2.0
+    assert metrics["train/l1_last"] < metrics["train/l1_first"]  # it learned
+
+
+def test_paint_shape_fov_and_determinism(image_run):
+    model = restore_module(ImageGAN, load_checkpoint(image_run / "checkpoints" / "last.ckpt", "image"))
+    model.train()
+    generator = torch.Generator().manual_seed(0)
+    mask = (torch.rand(3, 1, 50, 37, generator=generator) > 0.8).float()  # not a multiple of 2**num_downs
+    fov = torch.zeros(3, 1, 50, 37)
+    fov[..., 5:45, 4:33] = 1
+    mask *= fov
+    painted = model.paint(mask, fov)
+    assert painted.shape == (3, 3, 50, 37)
+    assert painted.min() >= -1 and painted.max() <= 1
+    assert torch.all(painted[fov.expand_as(painted) == 0] == -1)  # black outside the FOV
+    assert painted[fov.expand_as(painted) == 1].std() > 0
+    assert torch.equal(painted, model.paint(mask, fov))  # deterministic
+    assert torch.allclose(painted[1:2], model.paint(mask[1:2], fov[1:2]), atol=1e-5)  # independent of the batch
+    assert model.training  # mode restored
+
+
+def test_paint_rejects_bad_shapes():
+    model = ImageGAN(generator={"_target_": "synthmed_lightning.models.components.pix2pix.UNetGenerator",
+                                "base_channels": 4, "num_downs": 2},
+                     discriminator={"_target_": "synthmed_lightning.models.components.pix2pix.PatchGANDiscriminator",
+                                    "base_channels": 4})
+    with pytest.raises(ValueError, match="paint expects"):
+        model.paint(torch.zeros(1, 2, 8, 8), torch.zeros(1, 2, 8, 8))
+    assert model.paint(torch.zeros(2, 1, 9, 11), torch.ones(2, 1, 9, 11)).shape == (2, 3, 9, 11)
+
+
+def compose_config(*overrides: str):
+    """The composed config, as the CLI would build it, without starting a process."""
+    from hydra import compose, initialize_config_dir
+
+    import synthmed_lightning.config  # noqa: F401  (registers the `channels` resolver)
+    from synthmed_lightning.resources import config_dir
+
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def test_image_stage_config_and_checks():
+    from synthmed_lightning.errors import ConfigError
+    from synthmed_lightning.stages.image import check_image_config
+
+    cfg = compose_config("stage=image", "profile=smoke")
+    assert cfg.model._target_.endswith("ImageGAN") and cfg.trainer.max_steps == 80  # 2 x 40 iterations
+    assert cfg.data.patch_size == 32 and cfg.model.generator.num_downs == 3
+    check_image_config(cfg)
+    with pytest.raises(ConfigError, match="data.preprocess.mode=green"):
+        check_image_config(compose_config("stage=image", "profile=smoke", "data.preprocess.mode=green"))
+    with pytest.raises(ConfigError, match="multiple of 2"):
+        check_image_config(compose_config("stage=image", "profile=smoke", "profile.image.patch_size=36"))
+    for profile, patch in (("quick", 256), ("paper", 512)):
+        cfg = compose_config("stage=image", f"profile={profile}")
+        assert cfg.data.patch_size == patch and patch // 2 ** cfg.model.generator.num_downs == 4
+        check_image_config(cfg)
+
+
+def test_grid_shows_real_masks(image_run):
+    """The grid's first column is the validation images' real masks: binary, some vessels."""
+    grid = cv2.imread(str(image_run / "samples" / "latest.png"), cv2.IMREAD_GRAYSCALE)
+    tile = grid[2: 2 + 96, 2: 2 + 96]
+    assert set(np.unique(tile)) <= {0, 255} and (tile == 255).mean() > 0.02

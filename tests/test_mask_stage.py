@@ -1,0 +1,175 @@
+"""stage=mask (Stage I, DCGAN noise -> vessel mask) through the CLI on the phantom, its data, and
+the `MaskGAN.generate` API the synthetic-dataset export relies on."""
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from conftest import SMOKE, assert_ok, run_cli
+from synthmed_lightning.checkpoints import load_checkpoint, restore_module
+from synthmed_lightning.data.mask_data import MaskDataModule, from_square, square_resize_binary, to_square
+from synthmed_lightning.data.readers import read_dataset
+from synthmed_lightning.errors import CheckpointError, ConfigError
+from synthmed_lightning.models.mask_gan import MaskGAN
+from synthmed_lightning.stages.common import gan_strategy
+
+FAST_ENV = {"OMP_NUM_THREADS": "1"}
+ITERATIONS, VAL_EVERY, SIZE, NUM_SAMPLES = 100, 50, 32, 8  # conf/profile/smoke.yaml `mask:`
+PHANTOM = {"name": "phantom", "reader": {"count": 6, "seed": 0, "height": 96, "width": 96}}
+
+
+def smoke_run(tmp_path_factory, stage: str, *overrides: str) -> Path:
+    """One smoke run per stage and test session, cached by folder (`<stage>_smoke_run`, the
+    convention test_image_stage.py / test_export.py share), so other tests reuse its checkpoint."""
+    out = tmp_path_factory.getbasetemp() / f"{stage}_smoke_run"
+    if not (out / "checkpoints" / "last.ckpt").is_file():
+        assert_ok(run_cli(f"stage={stage}", *SMOKE, f"hydra.run.dir={out}", *overrides, env=FAST_ENV))
+    return out
+
+
+@pytest.fixture(scope="module")
+def mask_run(tmp_path_factory) -> Path:
+    return smoke_run(tmp_path_factory, "mask")
+
+
+@pytest.fixture(scope="module")
+def model(mask_run) -> MaskGAN:
+    return restore_module(MaskGAN, load_checkpoint(mask_run / "checkpoints" / "last.ckpt", "mask"))
+
+
+def test_mask_run_writes_checkpoint_grids_and_metrics(mask_run):
+    assert (mask_run / ".hydra" / "config.yaml").is_file()
+    checkpoint = load_checkpoint(mask_run / "checkpoints" / "last.ckpt", "mask")
+    assert checkpoint["global_step"] == 2 * ITERATIONS  # one D + one G optimizer step per iteration
+    for name in ("latest.png", "real.png", f"step_{VAL_EVERY:06d}.png", f"step_{ITERATIONS:06d}.png"):
+        assert (mask_run / "samples" / name).is_file(), name
+    grid = cv2.imread(str(mask_run / "samples" / "latest.png"))
+    assert grid.shape[:2] == (2 * (SIZE + 2) + 2, 4 * (SIZE + 2) + 2)  # 8 samples, 4 columns
+    metrics = json.loads((mask_run / "metrics.json").read_text())
+    for key in ("vessel_fraction", "real_vessel_fraction", "pairwise_iou", "real_pairwise_iou", "copy_iou_max",
+                "copy_iou_mean", "real_copy_iou_max", "components", "real_components"):
+        assert np.isfinite(metrics[f"val/{key}"]) and np.isfinite(metrics[f"init/{key}"]), key
+    for key in ("train/g_loss_first", "train/g_loss_last", "train/d_loss_first", "train/d_loss_last",
+                "time/fit_s", "time/total_s"):
+        assert np.isfinite(metrics[key]), key
+    assert metrics["train/iterations"] == ITERATIONS and metrics["train/steps"] == 2 * ITERATIONS
+
+
+def test_mask_gan_learned_the_vessel_density(mask_run):
+    """An untrained generator thresholds to ~50% vessels; after 100 iterations the samples' vessel
+    fraction has closed most of the gap to the real masks', and D has not won outright."""
+    m = json.loads((mask_run / "metrics.json").read_text())
+    real = m["val/real_vessel_fraction"]
+    assert 0.05 < real < 0.4
+    assert abs(m["val/vessel_fraction"] - real) < 0.5 * abs(m["init/vessel_fraction"] - real)
+    assert m["train/d_loss_last"] > 0.3  # nonsaturating D loss: 1.39 at chance, -> 0 when D wins
+
+
+def test_generate_is_binary_in_the_fov_and_deterministic(model):
+    out = model.generate(5, seed=3)
+    assert set(out) == {"mask", "fov"}
+    for key in ("mask", "fov"):
+        assert out[key].shape == (5, 1, SIZE, SIZE) and out[key].dtype == torch.float32
+        assert set(torch.unique(out[key]).tolist()) <= {0.0, 1.0}
+    assert torch.all(out["mask"] <= out["fov"])  # no vessel outside the FOV
+    assert 0.3 < out["fov"][0].mean() < 1.0 and torch.equal(out["fov"][0], out["fov"][4])  # the fixed FOV disc
+    assert 0 < out["mask"].mean()
+    again = model.generate(5, seed=3)
+    assert torch.equal(out["mask"], again["mask"]) and torch.equal(out["fov"], again["fov"])
+    assert not torch.equal(out["mask"], model.generate(5, seed=4)["mask"])
+
+
+def test_checkpoint_restores_the_final_ema_generator(mask_run, model):
+    """The reloaded module draws exactly the samples the final validation measured."""
+    metrics = json.loads((mask_run / "metrics.json").read_text())
+    out = model.generate(NUM_SAMPLES, model.hparams.sample_seed)
+    fov = out["fov"][0, 0].bool()
+    fraction = np.mean([float(m[0][fov].mean()) for m in out["mask"]])
+    assert fraction == pytest.approx(metrics["val/vessel_fraction"], abs=1e-6)
+    assert model.hparams.source_size == [96, 96]
+    with pytest.raises(CheckpointError, match="expected a stage=single checkpoint"):
+        load_checkpoint(mask_run / "checkpoints" / "last.ckpt", "single")
+
+
+def test_ddp_run_and_resume(tmp_path):
+    """Two CPU processes (plain `ddp` is switched to find_unused_parameters), then a resume with
+    `ckpt_path=last` that continues from the DDP checkpoint to a larger budget."""
+    out = tmp_path / "run"
+    common = ("stage=mask", *SMOKE, f"hydra.run.dir={out}", "logger=none", "profile.mask.val_every=10")
+    assert_ok(run_cli(*common, "trainer=ddp_cpu", "profile.mask.iterations=10", env=FAST_ENV))
+    assert load_checkpoint(out / "checkpoints" / "last.ckpt", "mask")["global_step"] == 20
+    assert json.loads((out / "metrics.json").read_text())["train/iterations"] == 10
+    assert_ok(run_cli(*common, "ckpt_path=last", "profile.mask.iterations=15", env=FAST_ENV))
+    checkpoint = load_checkpoint(out / "checkpoints" / "last.ckpt", "mask")
+    assert checkpoint["global_step"] == 30 and int(checkpoint["state_dict"]["iterations_done"]) == 15
+    assert (out / "samples" / "step_000010.png").is_file() and (out / "samples" / "step_000015.png").is_file()
+
+
+def test_gan_strategy():
+    assert gan_strategy("ddp") == "ddp_find_unused_parameters_true"
+    assert gan_strategy("ddp_spawn") == "ddp_spawn_find_unused_parameters_true"
+    assert gan_strategy("auto") == "auto"
+    assert gan_strategy("ddp_find_unused_parameters_true") == "ddp_find_unused_parameters_true"
+
+
+# ---------------------------------------------------------------- data
+
+
+def test_datamodule_reads_training_masks_only_squared_and_augmented():
+    dm = MaskDataModule(**PHANTOM, image_size=SIZE, batch_size=4, samples_per_epoch=8)
+    dm.setup("fit")
+    train = read_dataset({"name": "phantom", **PHANTOM["reader"]}, "train")
+    assert dm.stems == [s.stem for s in train]  # the train split, never the test split
+    assert dm.masks.shape == (6, SIZE, SIZE) and set(np.unique(dm.masks)) <= {0, 1}
+    assert dm.fov.shape == (SIZE, SIZE) and 0.3 < dm.fov.mean() < 1.0
+    assert dm.source_size == [96, 96]
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["mask"].shape == (4, 1, SIZE, SIZE) and set(torch.unique(batch["mask"]).tolist()) <= {-1.0, 1.0}
+    reference = next(iter(dm.val_dataloader()))
+    assert reference["mask"].shape == (1, 6, 1, SIZE, SIZE)  # the whole reference set is one item
+
+
+def test_datamodule_with_images():
+    dm = MaskDataModule(**PHANTOM, image_size=SIZE, batch_size=2, samples_per_epoch=2, with_images=True)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image"].shape == (2, 3, SIZE, SIZE) and batch["image"].min() >= -1 and batch["image"].max() <= 1
+
+
+def test_bad_settings_are_config_errors():
+    with pytest.raises(ConfigError, match="data.image_size=48"):
+        MaskDataModule(**PHANTOM, image_size=48)
+    with pytest.raises(ConfigError, match="data.mask_resize"):
+        MaskDataModule(**PHANTOM, mask_resize="cubic")
+    with pytest.raises(ConfigError, match="data.augmentation"):
+        MaskDataModule(**PHANTOM, augmentation="strong")
+
+
+def test_square_round_trip_and_thin_vessels():
+    mask = np.zeros((60, 40), np.uint8)
+    mask[10:50, 20] = 1  # a 1 px vertical vessel
+    square = to_square(mask)
+    assert square.shape == (60, 60) and square[10:50, 30].all()
+    assert np.array_equal(from_square(square, 60, 40), mask)
+    # Far below native size, area coverage keeps a thin vessel connected; linear sampling may drop it.
+    diagonal = np.eye(96, dtype=np.uint8)
+    area = square_resize_binary(diagonal, 32, "area", 0.25)
+    assert np.all(area.any(axis=1)) and np.all(area.any(axis=0))
+
+
+def test_ema_tracks_the_generator():
+    model = MaskGAN(z_dim=8, image_size=32, base_channels=4, ema_decay=0.9)
+    with torch.no_grad():
+        for p in model.generator.parameters():
+            p.add_(1.0)
+    before = [p.clone() for p in model.generator_ema.parameters()]
+    model.update_ema()  # first update: decay min(0.9, 1/10) = 0.1, so 90% of the way to the generator
+    for old, ema, live in zip(before, model.generator_ema.parameters(), model.generator.parameters()):
+        assert torch.allclose(ema, 0.1 * old + 0.9 * live, atol=1e-6)
+        assert not ema.requires_grad
+    assert int(model.iterations_done) == 1
+    assert not any(p is q for p in model.generator_ema.parameters() for q in model.generator.parameters())

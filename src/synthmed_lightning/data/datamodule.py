@@ -4,8 +4,8 @@ import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader
 
-from synthmed_lightning.data.datasets import FullImageDataset, PatchDataset
-from synthmed_lightning.data.readers import read_dataset
+from synthmed_lightning.data.datasets import FullImageDataset, PatchDataset, make_loader
+from synthmed_lightning.data.readers import read_dataset, read_labelled
 from synthmed_lightning.data.sample import Sample
 from synthmed_lightning.data.transforms import input_channels, resize_sample, training_augmentation
 from synthmed_lightning.errors import ConfigError
@@ -64,10 +64,7 @@ class VesselDataModule(L.LightningDataModule):
     def _setup_fit(self) -> None:
         if self.train_samples is not None:
             return
-        samples = read_dataset(self.source, "train")
-        unlabelled = [s.stem for s in samples if s.mask is None]
-        if unlabelled:
-            raise ConfigError(f"training needs vessel masks; {len(unlabelled)} images have none (first: {unlabelled[0]})")
+        samples = read_labelled(self.source, "train")
         if self.val_count >= len(samples):
             raise ConfigError(f"data.val_count={self.val_count} leaves no training image ({len(samples)} in the train split)")
         order = np.random.default_rng(self.split_seed).permutation(len(samples))
@@ -85,7 +82,7 @@ class VesselDataModule(L.LightningDataModule):
         augmentation = training_augmentation(self.augmentation, self.in_channels)
         dataset = PatchDataset(self.train_samples, self.patch_size, self.patches_per_epoch,
                                augmentation=augmentation, **self.preprocess)
-        return self._loader(dataset, self.batch_size, shuffle=False, drop_last=True)
+        return self._loader(dataset, self.batch_size, drop_last=True)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(FullImageDataset(self.val_samples, **self.preprocess), 1)
@@ -96,7 +93,5 @@ class VesselDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()
 
-    def _loader(self, dataset, batch_size: int, shuffle: bool = False, drop_last: bool = False) -> DataLoader:
-        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
-                          num_workers=self.num_workers, pin_memory=self.pin_memory,
-                          persistent_workers=self.num_workers > 0)
+    def _loader(self, dataset, batch_size: int, drop_last: bool = False) -> DataLoader:
+        return make_loader(dataset, batch_size, self.num_workers, self.pin_memory, drop_last)

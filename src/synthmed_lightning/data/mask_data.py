@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from synthmed_lightning.data.readers import read_dataset
+from synthmed_lightning.data.datasets import make_loader
+from synthmed_lightning.data.readers import read_labelled
 from synthmed_lightning.data.transforms import resize_binary, to_tensor_layout
 from synthmed_lightning.errors import ConfigError
 
@@ -196,10 +197,7 @@ class MaskDataModule(L.LightningDataModule):
         """Read and resize the training split once (also called by `setup`)."""
         if self.masks is not None:
             return
-        samples = read_dataset(self.source, "train")
-        unlabelled = [s.stem for s in samples if s.mask is None]
-        if unlabelled:
-            raise ConfigError(f"the GAN stages need vessel masks; {len(unlabelled)} training images have none (first: {unlabelled[0]})")
+        samples = read_labelled(self.source, "train")
         size = self.image_size
         self.masks = np.stack([square_resize_binary(s.mask, size, self.mask_resize, self.mask_threshold) for s in samples])
         self.fovs = np.stack([square_resize_binary(s.fov, size) for s in samples])
@@ -230,9 +228,7 @@ class MaskDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         dataset = WholeMaskDataset(self.masks, self.images, self.samples_per_epoch,
                                    mask_augmentation(self.augmentation, self.rotate))
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=False, drop_last=True,
-                          num_workers=self.num_workers, pin_memory=self.pin_memory,
-                          persistent_workers=self.num_workers > 0)
+        return make_loader(dataset, self.batch_size, self.num_workers, self.pin_memory, drop_last=True)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(_ReferenceSet(self.reference()), batch_size=1)

@@ -106,6 +106,16 @@ def read_dataset(spec: dict, split: str) -> list[Sample]:
     return READERS[name](split=split, **spec)
 
 
+def read_labelled(spec: dict, split: str) -> list[Sample]:
+    """`read_dataset`, refusing images without a vessel mask: what every training stage reads."""
+    samples = read_dataset(spec, split)
+    unlabelled = [s.stem for s in samples if s.mask is None]
+    if unlabelled:
+        raise ConfigError(f"training needs vessel masks; {len(unlabelled)} images of dataset '{spec.get('name')}' "
+                          f"have none (first: {unlabelled[0]})")
+    return samples
+
+
 def match_stem(folder: Path | None, stem: str) -> Path | None:
     """The image file `folder/<stem>.<any image suffix>`, if there is one."""
     if folder is None or not folder.is_dir():

@@ -281,3 +281,20 @@ def test_unknown_loss_kind():
         discriminator_loss(REAL, FAKE, "wasserstein")
     with pytest.raises(ValueError, match="wasserstein"):
         generator_loss(FAKE, "wasserstein")
+
+
+def test_minibatch_std_lets_the_discriminator_see_batch_diversity():
+    from synthmed_lightning.models.components.dcgan import DCGANDiscriminator, append_minibatch_std
+
+    torch.manual_seed(0)
+    same = torch.randn(1, 2, 4, 4).expand(3, -1, -1, -1)
+    assert torch.all(append_minibatch_std(same)[:, -1] == 0)  # identical samples: no spread
+    varied = append_minibatch_std(torch.randn(3, 2, 4, 4))
+    assert varied.shape == (3, 3, 4, 4) and varied[0, -1, 0, 0] > 0
+    d = DCGANDiscriminator(in_channels=1, image_size=32, base_channels=4, spectral_norm=True, minibatch_std=True)
+    x = torch.randn(4, 1, 32, 32)
+    logits_varied = d(x)
+    logits_copies = d(x[:1].expand(4, -1, -1, -1))
+    assert logits_varied.shape == (4,)
+    # The same image scores differently depending on whether the rest of the batch is a copy of it.
+    assert not torch.allclose(logits_varied[0], logits_copies[0])

@@ -59,7 +59,8 @@ class GANModule(L.LightningModule):
                  loss: str = "nonsaturating", diffaugment: str = "color,translation,cutout",
                  ema_decay: float = 0.999, lr: float = 2e-4, d_lr: float | None = None,
                  betas: tuple[float, float] = (0.5, 0.999), r1_gamma: float = 0.0, grad_clip: float | None = None,
-                 num_samples: int = 16, sample_seed: int = 1234, source_size: list[int] | None = None):
+                 num_samples: int = 16, sample_seed: int = 1234, source_size: list[int] | None = None,
+                 minibatch_std: bool = False):
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
@@ -82,7 +83,7 @@ class GANModule(L.LightningModule):
                                         spectral_norm=h.spectral_norm)
         self.discriminator = DCGANDiscriminator(in_channels=channels, image_size=h.image_size,
                                                 base_channels=h.d_base_channels or h.base_channels,
-                                                spectral_norm=h.spectral_norm)
+                                                spectral_norm=h.spectral_norm, minibatch_std=h.minibatch_std)
         self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False).eval()
         self.register_buffer("fov", torch.ones(1, 1, h.image_size, h.image_size))
         self.register_buffer("iterations_done", torch.zeros((), dtype=torch.long))

@@ -174,6 +174,10 @@ class DCGANDiscriminator(nn.Module):
     logit. LeakyReLU(0.2) everywhere. BatchNorm is used on all but the first
     layer unless ``spectral_norm`` is set, in which case spectral norm replaces it
     (SN-GAN: BatchNorm in D couples the samples of a batch).
+
+    ``minibatch_std`` appends, before the final conv, the batch's mean feature
+    standard deviation as one extra channel (Karras et al. 2018, ProGAN): D can
+    then see that a batch of fakes is too alike, which counters mode collapse.
     """
 
     def __init__(
@@ -182,6 +186,7 @@ class DCGANDiscriminator(nn.Module):
         image_size: int = 64,
         base_channels: int = 64,
         spectral_norm: bool = False,
+        minibatch_std: bool = False,
     ) -> None:
         super().__init__()
         n_stages = check_image_size(image_size)
@@ -199,9 +204,10 @@ class DCGANDiscriminator(nn.Module):
                 layers.append(nn.BatchNorm2d(out_ch))
             layers.append(nn.LeakyReLU(0.2, inplace=True))
             in_ch = out_ch
-        final = nn.Conv2d(in_ch, 1, kernel_size=4, stride=1, padding=0, bias=True)
-        layers.append(maybe_spectral_norm(final, spectral_norm))
-        self.net = nn.Sequential(*layers)
+        self.features = nn.Sequential(*layers)
+        self.minibatch_std = minibatch_std
+        final = nn.Conv2d(in_ch + int(minibatch_std), 1, kernel_size=4, stride=1, padding=0, bias=True)
+        self.head = maybe_spectral_norm(final, spectral_norm)
         self.apply(init_dcgan_weights)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -210,4 +216,14 @@ class DCGANDiscriminator(nn.Module):
                 f"DCGANDiscriminator expects {self.image_size}x{self.image_size} images, "
                 f"got {tuple(x.shape[-2:])}"
             )
-        return self.net(x).flatten()
+        features = self.features(x)
+        if self.minibatch_std:
+            features = append_minibatch_std(features)
+        return self.head(features).flatten()
+
+
+def append_minibatch_std(features: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C + 1, H, W): the last channel is the mean over features of the
+    standard deviation across the batch, the same for every sample."""
+    std = features.float().std(dim=0, unbiased=False).mean() if features.shape[0] > 1 else features.new_zeros(())
+    return torch.cat([features, std.to(features.dtype).expand(features.shape[0], 1, *features.shape[2:])], dim=1)

@@ -50,3 +50,12 @@ def segment_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("segment_run")
     assert_ok(run_cli("stage=segment", *SMOKE, f"hydra.run.dir={out}"))
     return out
+
+
+def smoke_run(tmp_path_factory, stage: str, *overrides: str) -> Path:
+    """One smoke `stage=<stage>` run on the phantom per test session, cached by folder
+    (`<stage>_smoke_run`), so every test file that needs its checkpoint reuses it."""
+    out = tmp_path_factory.getbasetemp() / f"{stage}_smoke_run"
+    if not (out / "checkpoints" / "last.ckpt").is_file():
+        assert_ok(run_cli(f"stage={stage}", *SMOKE, f"hydra.run.dir={out}", *overrides))
+    return out

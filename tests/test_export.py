@@ -7,11 +7,10 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import assert_ok, assert_one_line_error, run_cli
+from conftest import assert_ok, assert_one_line_error, run_cli, smoke_run
 from synthmed_lightning.data.readers import read_dataset
 from synthmed_lightning.errors import ConfigError
 from synthmed_lightning.export import MANIFEST, DatasetWriter, read_manifest, sha256_file, verify_manifest
-from test_image_stage import FAST_ENV, smoke_run
 
 
 def _sample(seed: int, h: int = 20, w: int = 24):
@@ -103,7 +102,7 @@ def generators(tmp_path_factory) -> dict[str, Path]:
 def _generate(generators, tmp_path: Path, name: str, *extra: str):
     return run_cli("stage=generate", "profile=smoke", f"hydra.run.dir={tmp_path / (name + '_run')}",
                    f"mask_ckpt={generators['mask']}", f"image_ckpt={generators['image']}",
-                   "num_samples=3", f"out_dir={tmp_path / name}", *extra, env=FAST_ENV)
+                   "num_samples=3", f"out_dir={tmp_path / name}", *extra)
 
 
 def test_generate_is_deterministic_verifiable_and_loadable(generators, tmp_path):
@@ -130,6 +129,6 @@ def test_generate_is_deterministic_verifiable_and_loadable(generators, tmp_path)
 def test_generate_with_a_wrong_stage_checkpoint_fails_cleanly(generators, tmp_path):
     result = run_cli("stage=generate", "profile=smoke", f"hydra.run.dir={tmp_path / 'run'}",
                      f"mask_ckpt={generators['image']}", f"image_ckpt={generators['image']}",
-                     "num_samples=2", f"out_dir={tmp_path / 'out'}", env=FAST_ENV)
+                     "num_samples=2", f"out_dir={tmp_path / 'out'}")
     assert_one_line_error(result, "stage=image", "expected a stage=mask checkpoint")
     assert not (tmp_path / "out").exists()

@@ -8,21 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SMOKE, assert_ok, run_cli
+from conftest import smoke_run
 from synthmed_lightning.checkpoints import load_checkpoint, restore_module
 from synthmed_lightning.models.image_gan import ImageGAN
 
-# One torch thread: these tiny models run ~10x faster than with 2 threads fighting over a busy CPU.
-FAST_ENV = {"OMP_NUM_THREADS": "1"}
 
 
-def smoke_run(tmp_path_factory, stage: str, *overrides: str) -> Path:
-    """A smoke `stage=<stage>` run on the phantom, made once per test session (cached by folder,
-    so test_export.py reuses the checkpoints made here and vice versa)."""
-    out = tmp_path_factory.getbasetemp() / f"{stage}_smoke_run"
-    if not (out / "checkpoints" / "last.ckpt").is_file():
-        assert_ok(run_cli(f"stage={stage}", *SMOKE, f"hydra.run.dir={out}", *overrides, env=FAST_ENV))
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +67,7 @@ def compose_config(*overrides: str):
     """The composed config, as the CLI would build it, without starting a process."""
     from hydra import compose, initialize_config_dir
 
-    import synthmed_lightning.config  # noqa: F401  (registers the `channels` resolver)
+    import synthmed_lightning.config  # noqa: F401  (registers the config resolvers)
     from synthmed_lightning.resources import config_dir
 
     with initialize_config_dir(str(config_dir()), version_base="1.3"):

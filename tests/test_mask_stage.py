@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SMOKE, assert_ok, run_cli
+from conftest import SMOKE, assert_ok, run_cli, smoke_run
 from synthmed_lightning.checkpoints import load_checkpoint, restore_module
 from synthmed_lightning.data.mask_data import MaskDataModule, from_square, square_resize_binary, to_square
 from synthmed_lightning.data.readers import read_dataset
@@ -17,18 +17,10 @@ from synthmed_lightning.errors import CheckpointError, ConfigError
 from synthmed_lightning.models.mask_gan import MaskGAN
 from synthmed_lightning.stages.common import gan_strategy
 
-FAST_ENV = {"OMP_NUM_THREADS": "1"}
 ITERATIONS, VAL_EVERY, SIZE, NUM_SAMPLES = 100, 50, 32, 8  # conf/profile/smoke.yaml `mask:`
 PHANTOM = {"name": "phantom", "reader": {"count": 6, "seed": 0, "height": 96, "width": 96}}
 
 
-def smoke_run(tmp_path_factory, stage: str, *overrides: str) -> Path:
-    """One smoke run per stage and test session, cached by folder (`<stage>_smoke_run`, the
-    convention test_image_stage.py / test_export.py share), so other tests reuse its checkpoint."""
-    out = tmp_path_factory.getbasetemp() / f"{stage}_smoke_run"
-    if not (out / "checkpoints" / "last.ckpt").is_file():
-        assert_ok(run_cli(f"stage={stage}", *SMOKE, f"hydra.run.dir={out}", *overrides, env=FAST_ENV))
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -100,10 +92,10 @@ def test_ddp_run_and_resume(tmp_path):
     `ckpt_path=last` that continues from the DDP checkpoint to a larger budget."""
     out = tmp_path / "run"
     common = ("stage=mask", *SMOKE, f"hydra.run.dir={out}", "logger=none", "profile.mask.val_every=10")
-    assert_ok(run_cli(*common, "trainer=ddp_cpu", "profile.mask.iterations=10", env=FAST_ENV))
+    assert_ok(run_cli(*common, "trainer=ddp_cpu", "profile.mask.iterations=10"))
     assert load_checkpoint(out / "checkpoints" / "last.ckpt", "mask")["global_step"] == 20
     assert json.loads((out / "metrics.json").read_text())["train/iterations"] == 10
-    assert_ok(run_cli(*common, "ckpt_path=last", "profile.mask.iterations=15", env=FAST_ENV))
+    assert_ok(run_cli(*common, "ckpt_path=last", "profile.mask.iterations=15"))
     checkpoint = load_checkpoint(out / "checkpoints" / "last.ckpt", "mask")
     assert checkpoint["global_step"] == 30 and int(checkpoint["state_dict"]["iterations_done"]) == 15
     assert (out / "samples" / "step_000010.png").is_file() and (out / "samples" / "step_000015.png").is_file()

@@ -12,7 +12,7 @@ from synthmed_lightning.data.readers import read_dataset
 from synthmed_lightning.export import read_manifest, sha256_file, verify_manifest
 from synthmed_lightning.stages.pseudolabel import folder_images
 from synthmed_lightning.visualize import save_png
-from test_image_stage import FAST_ENV, compose_config
+from test_image_stage import compose_config
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,7 @@ def test_pseudolabel_writes_a_loadable_folder_dataset(segment_run, unlabelled, t
     ckpt = segment_run / "checkpoints" / "last.ckpt"
     out = tmp_path / "labelled"
     result = run_cli("stage=pseudolabel", "profile=smoke", f"hydra.run.dir={tmp_path / 'run'}", f"ckpt_path={ckpt}",
-                     "data=folder", f"data.root={folder}", f"out_dir={out}", env=FAST_ENV)
+                     "data=folder", f"data.root={folder}", f"out_dir={out}")
     assert_ok(result)
     samples = read_dataset({"name": "folder", "root": str(out)}, "train")
     assert [s.stem for s in samples] == [p.stem for p in phantoms]

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import smoke_run
 from synthmed_lightning.checkpoints import load_checkpoint, restore_module
 from synthmed_lightning.errors import CheckpointError
 from synthmed_lightning.models.joint_gan import JointGAN
-from test_mask_stage import smoke_run
 
 ITERATIONS, VAL_EVERY, SIZE, NUM_SAMPLES = 100, 50, 32, 8  # conf/profile/smoke.yaml `single:`
 

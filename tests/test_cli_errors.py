@@ -84,3 +84,8 @@ def test_a_failed_rerun_keeps_earlier_outputs(tmp_path, segment_run):
     assert (run / "metrics.json").read_text() == before
     assert (run / "checkpoints" / "last.ckpt").read_bytes() == checkpoint
     assert json.loads(before)["test/f1_vessel"] > 0
+
+
+def test_multirun_with_subprocess_ddp_is_refused(tmp_path):
+    result = run_cli("-m", "stage=segment", *SMOKE, "trainer=ddp_cpu", f"hydra.sweep.dir={tmp_path}")
+    assert_one_line_error(result, "trainer.strategy=ddp", "ddp_spawn")

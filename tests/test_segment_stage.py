@@ -156,3 +156,17 @@ def test_evaluate_at_another_camera_scale(segment_run, tmp_path):
         probs = model.predict_probabilities(image, fov_diameter=model.hparams.train_fov_diameter)
         naive.update(probs, torch.from_numpy(s.mask)[None, None], torch.from_numpy(s.fov)[None, None])
     assert float(naive.compute()["f1_vessel"]) < rescaled["test/f1_vessel"] - 0.05
+
+
+def test_a_checkpoint_from_another_network_version_fails_in_one_line(segment_run, tmp_path):
+    from synthmed_lightning.errors import CheckpointError
+
+    checkpoint = load_checkpoint(segment_run / "checkpoints" / "last.ckpt", "segment")
+    checkpoint["state_dict"] = {k.replace("net.encoders", "net.blocks"): v for k, v in checkpoint["state_dict"].items()}
+    with pytest.raises(CheckpointError, match="do not fit this version's Segmenter"):
+        restore_module(Segmenter, checkpoint)
+    edited = tmp_path / "edited.ckpt"
+    torch.save(checkpoint, edited)
+    result = run_cli("stage=evaluate", *SMOKE, f"ckpt_path={edited}", f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "do not fit this version's Segmenter" in result.stderr

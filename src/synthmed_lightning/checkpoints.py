@@ -30,6 +30,17 @@ def load_checkpoint(path: str | Path, expected_stage: str) -> dict:
 
 def restore_module(module_class, checkpoint: dict):
     """Rebuild a LightningModule from its saved hyperparameters and load its weights."""
-    module = module_class(**checkpoint["hyper_parameters"])
+    try:
+        module = module_class(**checkpoint["hyper_parameters"])
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"checkpoint settings do not fit this version's {module_class.__name__}: {error}") from None
+    missing, unexpected = _key_mismatch(module.state_dict(), checkpoint["state_dict"])
+    if missing or unexpected:
+        raise CheckpointError(f"checkpoint weights do not fit this version's {module_class.__name__}: "
+                              f"{len(missing)} missing (e.g. {missing[:1]}), {len(unexpected)} unexpected (e.g. {unexpected[:1]})")
     module.load_state_dict(checkpoint["state_dict"])
     return module
+
+
+def _key_mismatch(expected: dict, found: dict) -> tuple[list[str], list[str]]:
+    return sorted(set(expected) - set(found)), sorted(set(found) - set(expected))

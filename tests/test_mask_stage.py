@@ -165,3 +165,15 @@ def test_ema_tracks_the_generator():
         assert not ema.requires_grad
     assert int(model.iterations_done) == 1
     assert not any(p is q for p in model.generator_ema.parameters() for q in model.generator.parameters())
+
+
+def test_spectral_norm_can_be_limited_to_the_discriminator():
+    from torch.nn.utils import parametrize
+
+    def normalised(net):
+        return any(parametrize.is_parametrized(m) for m in net.modules())
+
+    both = MaskGAN(image_size=32, base_channels=4, spectral_norm=True)
+    d_only = MaskGAN(image_size=32, base_channels=4, spectral_norm=True, generator_spectral_norm=False)
+    assert normalised(both.generator) and normalised(both.discriminator)
+    assert not normalised(d_only.generator) and normalised(d_only.discriminator)

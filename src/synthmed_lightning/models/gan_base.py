@@ -60,7 +60,7 @@ class GANModule(L.LightningModule):
                  ema_decay: float = 0.999, lr: float = 2e-4, d_lr: float | None = None,
                  betas: tuple[float, float] = (0.5, 0.999), r1_gamma: float = 0.0, grad_clip: float | None = None,
                  num_samples: int = 16, sample_seed: int = 1234, source_size: list[int] | None = None,
-                 minibatch_std: bool = False):
+                 minibatch_std: bool = False, generator_spectral_norm: bool | None = None):
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
@@ -80,7 +80,8 @@ class GANModule(L.LightningModule):
             raise ValueError(f"model.num_samples={h.num_samples}: needs at least 2 (pairwise statistics)")
         self.generator = DCGANGenerator(z_dim=h.z_dim, out_channels=channels, image_size=h.image_size,
                                         base_channels=h.base_channels, upsample=h.upsample,
-                                        spectral_norm=h.spectral_norm)
+                                        spectral_norm=h.spectral_norm if h.generator_spectral_norm is None
+                                        else h.generator_spectral_norm)
         self.discriminator = DCGANDiscriminator(in_channels=channels, image_size=h.image_size,
                                                 base_channels=h.d_base_channels or h.base_channels,
                                                 spectral_norm=h.spectral_norm, minibatch_std=h.minibatch_std)

@@ -23,11 +23,25 @@ def _fail(error: Exception) -> None:
 def _hydra_main(cfg: DictConfig) -> dict | None:
     from synthmed_lightning.stages import run_stage
 
+    _log_once_through_hydra()
     try:
         validate(cfg)
         return run_stage(cfg)
     except UserError as error:
         _fail(error)
+
+
+def _log_once_through_hydra() -> None:
+    """Lightning gives its logger a console handler of its own; Hydra's root logger already prints
+    (and writes the run's log file), so without this every Lightning message shows twice."""
+    import logging
+
+    import lightning.pytorch  # noqa: F401  (adds those handlers on import)
+
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        for handler in [h for h in logger.handlers if type(h) is logging.StreamHandler]:
+            logger.removeHandler(handler)
 
 
 def main() -> None:

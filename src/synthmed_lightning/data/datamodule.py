@@ -5,7 +5,7 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from synthmed_lightning.data.datasets import FullImageDataset, PatchDataset, make_loader
-from synthmed_lightning.data.readers import read_dataset, read_labelled
+from synthmed_lightning.data.readers import dataset_spec, read_dataset, read_labelled
 from synthmed_lightning.data.sample import Sample
 from synthmed_lightning.data.transforms import input_channels, resize_sample, training_augmentation
 from synthmed_lightning.errors import ConfigError
@@ -27,8 +27,8 @@ class VesselDataModule(L.LightningDataModule):
                  preprocess: dict | None = None, augmentation: str = "default",
                  test_split: str = "test", num_workers: int = 0, pin_memory: bool = False):
         super().__init__()
-        self.source = {"name": name, "root": root, **(reader or {})}
-        self.test_source = {**test.get("reader", {}), **{k: v for k, v in test.items() if k != "reader"}} if test else None
+        self.source = dataset_spec(name, root, reader)
+        self.test_source = dataset_spec(**test) if test else None
         self.patch_size = patch_size
         self.batch_size = batch_size
         self.patches_per_epoch = patches_per_epoch

@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from synthmed_lightning.data.datasets import make_loader
-from synthmed_lightning.data.readers import read_labelled
+from synthmed_lightning.data.readers import dataset_spec, read_labelled
 from synthmed_lightning.data.transforms import resize_binary, to_tensor_layout
 from synthmed_lightning.errors import ConfigError
 
@@ -169,7 +169,7 @@ class MaskDataModule(L.LightningDataModule):
                  with_images: bool = False, num_workers: int = 0,
                  pin_memory: bool = False, **segmentation_only):
         super().__init__()
-        self.source = {"name": name, "root": root, **(reader or {})}
+        self.source = dataset_spec(name, root, reader)
         self.image_size = check_image_size(image_size)
         self.batch_size = batch_size
         self.samples_per_epoch = samples_per_epoch

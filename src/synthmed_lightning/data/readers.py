@@ -89,6 +89,12 @@ READERS: dict[str, Callable[..., list[Sample]]] = {
 }
 
 
+def dataset_spec(name: str, root: str | None = None, reader: dict | None = None, **options) -> dict:
+    """The reader spec of a data config's `name`, `root` and `reader` options (any other option,
+    e.g. `annotator` given beside `name`, is a reader option too)."""
+    return {"name": name, "root": root, **(reader or {}), **options}
+
+
 def read_dataset(spec: dict, split: str) -> list[Sample]:
     """Read `split` of the dataset described by a `data.source`-style dict: {name, root?, ...}."""
     spec = dict(spec)

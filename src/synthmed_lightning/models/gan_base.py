@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from synthmed_lightning.callbacks.loss_history import LossHistory
+from synthmed_lightning.callbacks.sample_grids import publish_sample_grid
 from synthmed_lightning.checkpoints import STAGE_KEY
 from synthmed_lightning.metrics.mask_stats import mask_statistics
 from synthmed_lightning.models.components.dcgan import DCGANDiscriminator, DCGANGenerator
@@ -244,7 +245,7 @@ def image_tile(image: np.ndarray) -> np.ndarray:
 class SampleGridWriter(L.Callback):
     """Writes each validation's fixed-noise sample grid to `<out_dir>/step_<iteration>.png` and
     `latest.png` (iteration = generator iterations), the real training items once to `real.png`,
-    and logs the grid to every logger that takes images (W&B). Rank 0 only."""
+    and logs the grid to the image loggers (W&B, TensorBoard). Rank 0 only."""
 
     def __init__(self, out_dir: str | Path):
         self.out_dir = Path(out_dir)
@@ -252,14 +253,10 @@ class SampleGridWriter(L.Callback):
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         if not trainer.is_global_zero or not outputs or "grids" not in outputs:
             return
-        grid = outputs["grids"]["samples"]
-        save_png(self.out_dir / f"step_{outputs['iteration']:06d}.png", grid)
-        save_png(self.out_dir / "latest.png", grid)
+        iteration = outputs["iteration"]
+        publish_sample_grid(trainer, self.out_dir, iteration, outputs["grids"]["samples"], f"iteration {iteration}")
         if not (self.out_dir / "real.png").is_file():
             save_png(self.out_dir / "real.png", outputs["grids"]["real"])
-        for logger in trainer.loggers:
-            if hasattr(logger, "log_image"):
-                logger.log_image(key="val/samples", images=[grid], caption=[f"iteration {outputs['iteration']}"])
 
 
 class GANLossHistory(LossHistory):

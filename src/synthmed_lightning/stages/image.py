@@ -15,11 +15,12 @@ import lightning as L
 from omegaconf import DictConfig
 
 from synthmed_lightning.callbacks.loss_history import LossHistory
+from synthmed_lightning.callbacks.sample_grids import publish_sample_grid
 from synthmed_lightning.data.transforms import resize_sample
 from synthmed_lightning.errors import ConfigError
 from synthmed_lightning.stages.common import (build_datamodule, build_trainer, finish_loggers, gan_strategy,
                                               instantiate_primitive, resolve_ckpt_path, run_dir, write_json)
-from synthmed_lightning.visualize import image_grid, save_png
+from synthmed_lightning.visualize import image_grid
 
 
 class SampleGridWriter(L.Callback):
@@ -40,15 +41,8 @@ class SampleGridWriter(L.Callback):
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
         tiles = [cv2.resize(tile, size, interpolation=cv2.INTER_AREA) if tile.shape[:2] != size[::-1] else tile
                  for row in rows for tile in row]
-        grid = image_grid(tiles, columns=3)
-        step = pl_module.generator_steps
-        save_png(self.out_dir / f"step_{step:06d}.png", grid)
-        save_png(self.out_dir / "latest.png", grid)
-        for logger in trainer.loggers:
-            if hasattr(logger, "log_image"):  # W&B
-                logger.log_image(key="val/samples", images=[grid], caption=["mask | generated | real"], step=trainer.global_step)
-            elif hasattr(getattr(logger, "experiment", None), "add_image"):  # TensorBoard
-                logger.experiment.add_image("val/samples", grid, trainer.global_step, dataformats="HWC")
+        publish_sample_grid(trainer, self.out_dir, pl_module.generator_steps, image_grid(tiles, columns=3),
+                            "mask | generated | real")
 
 
 def check_image_config(cfg: DictConfig) -> None:

@@ -6,9 +6,15 @@ VENV       ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN        := $(VENV)/bin
 PYTEST_ARGS ?=
+# make reproduce-paper: DATA_ROOT holds DRIVE/ (default: ./data, or $SYNTHMED_DATA_ROOT); DATA=phantom needs no data.
+DATA_ROOT  ?= $(or $(SYNTHMED_DATA_ROOT),data)
+DATA       ?= drive
+PROFILE    ?= quick
+OUT        ?= results/$(DATA)-$(PROFILE)
+ARGS       ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast clean
+.PHONY: help install test test-fast reproduce-paper clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -27,6 +33,10 @@ test: install ## run the whole test suite (CPU, < 15 min)
 
 test-fast: install ## the tests that train nothing longer than a few seconds
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+reproduce-paper: install ## the synthetic-vs-real study: DATA_ROOT=<folder with DRIVE/> PROFILE=smoke|quick|paper OUT=<dir> (DATA=phantom: no data)
+	$(BIN)/python -m synthmed_lightning stage=study data=$(DATA) paths.data_root=$(abspath $(DATA_ROOT)) \
+		profile=$(PROFILE) study.out_dir=$(abspath $(OUT)) $(ARGS)
 
 clean: ## remove run outputs (not the .venv)
 	rm -rf outputs multirun .pytest_cache

@@ -125,6 +125,19 @@ def test_datamodule_reads_training_masks_only_squared_and_augmented():
     assert reference["mask"].shape == (1, 6, 1, SIZE, SIZE)  # the whole reference set is one item
 
 
+def test_soft_masks_train_on_coverage_and_samples_are_thresholded_at_the_data_threshold():
+    dm = MaskDataModule(**PHANTOM, image_size=SIZE, batch_size=4, samples_per_epoch=8, mask_resize="area",
+                        mask_threshold=0.25, soft_masks=True)
+    dm.setup("fit")
+    assert np.array_equal(dm.masks, (dm.coverage >= 0.25).astype(np.uint8))  # statistics use the binary masks
+    batch = next(iter(dm.train_dataloader()))["mask"]
+    assert len(torch.unique(batch)) > 2 and batch.min() >= -1 and batch.max() <= 1  # coverage, not {-1, 1}
+    model = MaskGAN(z_dim=8, image_size=SIZE, base_channels=4, num_samples=2, sample_threshold=0.25)
+    coverage = torch.tensor([0.1, 0.2, 0.3, 0.9]).view(1, 1, 2, 2)
+    model.fov = torch.ones(1, 1, 2, 2)
+    assert model.binary_mask(coverage * 2 - 1).flatten().tolist() == [0.0, 0.0, 1.0, 1.0]
+
+
 def test_datamodule_with_images():
     dm = MaskDataModule(**PHANTOM, image_size=SIZE, batch_size=2, samples_per_epoch=2, with_images=True)
     dm.setup("fit")

@@ -72,3 +72,13 @@ def test_test_split_can_come_from_another_dataset():
     assert len(dm.test_samples) == 2 and dm.test_samples[0].image.shape == (64, 64, 3)
     item = next(iter(dm.test_dataloader()))
     assert item["image"].shape == (1, 3, 64, 64) and item["rgb"].shape == (1, 64, 64, 3)
+
+
+def test_extra_train_datasets_join_the_training_images_only():
+    extra = {"name": "phantom", "reader": {"count": 3, "height": 96, "width": 96, "seed": 5}}
+    dm = _datamodule(extra_train=[extra])
+    dm.setup("fit")
+    assert len(dm.train_samples) == 6 - 2 + 3 and len(dm.val_samples) == 2
+    alone = _datamodule()
+    alone.setup("fit")
+    assert [s.stem for s in dm.val_samples] == [s.stem for s in alone.val_samples]

@@ -298,3 +298,22 @@ def test_minibatch_std_lets_the_discriminator_see_batch_diversity():
     assert logits_varied.shape == (4,)
     # The same image scores differently depending on whether the rest of the batch is a copy of it.
     assert not torch.allclose(logits_varied[0], logits_copies[0])
+
+
+def test_multiscale_discriminator_judges_each_scale():
+    from synthmed_lightning.models.components.dcgan import MultiScaleDiscriminator
+
+    d = MultiScaleDiscriminator(in_channels=1, image_size=128, base_channels=4, spectral_norm=True, scales=(1, 4))
+    assert [sub.image_size for sub in d.discriminators] == [128, 32]
+    assert d(torch.randn(3, 1, 128, 128)).shape == (6,)
+    with pytest.raises(ValueError, match="distinct divisors"):
+        MultiScaleDiscriminator(image_size=64, scales=(1, 1))
+
+
+def test_max_channels_widens_the_coarse_layers_only():
+    from synthmed_lightning.models.components.dcgan import stage_channels
+
+    assert [stage_channels(16, s) for s in range(6)] == [16, 32, 64, 128, 128, 128]
+    assert [stage_channels(16, s, max_channels=512) for s in range(6)] == [16, 32, 64, 128, 256, 512]
+    g = DCGANGenerator(z_dim=8, image_size=64, base_channels=4, max_channels=64)
+    assert g(torch.randn(2, 8)).shape == (2, 1, 64, 64)

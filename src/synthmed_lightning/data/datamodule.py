@@ -15,6 +15,8 @@ class VesselDataModule(L.LightningDataModule):
     """Training patches from the train split of dataset `name` at `root` (minus `val_count`
     images held out by `split_seed`), whole validation images, and whole test images from the
     `test` dataset ({name, root, reader}; default: this dataset's `test_split`) at native size.
+    `extra_train` datasets ([{name, root, reader}, ...]) add their train splits to the training
+    images only (validation stays on this dataset): e.g. real + synthetic training.
 
     With `fov_diameter` set, training images are resampled so their FOV is that many pixels
     across; evaluation images stay native and the model resamples them (see `Segmenter`).
@@ -25,10 +27,12 @@ class VesselDataModule(L.LightningDataModule):
                  batch_size: int = 8, patches_per_epoch: int = 800, val_count: int = 4,
                  split_seed: int = 0, fov_diameter: float | None = None,
                  preprocess: dict | None = None, augmentation: str = "default",
-                 test_split: str = "test", num_workers: int = 0, pin_memory: bool = False):
+                 test_split: str = "test", num_workers: int = 0, pin_memory: bool = False,
+                 extra_train: list[dict] | None = None):
         super().__init__()
         self.source = dataset_spec(name, root, reader)
         self.test_source = dataset_spec(**test) if test else None
+        self.extra_sources = [dataset_spec(**extra) for extra in extra_train or []]
         self.patch_size = patch_size
         self.batch_size = batch_size
         self.patches_per_epoch = patches_per_epoch
@@ -70,6 +74,7 @@ class VesselDataModule(L.LightningDataModule):
         order = np.random.default_rng(self.split_seed).permutation(len(samples))
         self.val_samples = [samples[i] for i in sorted(order[: self.val_count])]
         train = [samples[i] for i in sorted(order[self.val_count:])]
+        train += [sample for source in self.extra_sources for sample in read_labelled(source, "train")]
         if self.fov_diameter:
             train = [resize_sample(s, self.fov_diameter / s.fov_diameter) for s in train]
         self.train_samples = train

@@ -82,11 +82,17 @@ def square_resize_binary(mask: np.ndarray, size: int, mode: str = "linear", thre
     the vessel coverage of each output pixel: with a threshold below 0.5 (e.g. 0.25) every vessel
     stays a connected line, a little thicker than its share of the pixel.
     """
+    return (square_resize_coverage(mask, size, mode) >= threshold).astype(np.uint8)
+
+
+def square_resize_coverage(mask: np.ndarray, size: int, mode: str = "linear") -> np.ndarray:
+    """Square a {0, 1} mask and resize it to (size, size) float32 in [0, 1]: the vessel coverage of
+    each output pixel (see `square_resize_binary`, which thresholds it)."""
     if mode not in MASK_RESIZE_MODES:
         raise ConfigError(f"data.mask_resize={mode!r}: expected one of {', '.join(MASK_RESIZE_MODES)}")
     square = to_square(mask).astype(np.float32)
     interpolation = cv2.INTER_AREA if mode == "area" and square.shape[0] > size else cv2.INTER_LINEAR
-    return (cv2.resize(square, (size, size), interpolation=interpolation) >= threshold).astype(np.uint8)
+    return np.clip(cv2.resize(square, (size, size), interpolation=interpolation), 0.0, 1.0)
 
 
 def mask_augmentation(strength: str = "default", rotate: float = 10.0) -> A.Compose:
@@ -157,16 +163,21 @@ class MaskDataModule(L.LightningDataModule):
     Selected by `conf/stage/mask.yaml` / `single.yaml` through `data._target_`, so every data
     config (`data=drive data.root=...`) works unchanged; it reads `name`, `root`, `reader`,
     `batch_size`, `augmentation`, `num_workers`, `pin_memory` from there, and `image_size`,
-    `samples_per_epoch`, `rotate`, `mask_resize`, `mask_threshold`, `with_images` from the stage
+    `samples_per_epoch`, `rotate`, `mask_resize`, `mask_threshold`, `soft_masks`, `with_images` from the stage
     config (`samples_per_epoch` only sets how often an epoch ends). The segmentation-only keys of
     `_vessels.yaml` (patch_size, val_count, test, preprocess, fov_diameter, ...) are accepted and
     ignored: a GAN learns from every training image and is validated by sample statistics.
+
+    With `soft_masks` the GAN trains on each pixel's vessel coverage (in [0, 1]) instead of the
+    thresholded mask, and its samples are thresholded at `mask_threshold`: a discriminator that
+    sees binary real masks beside a tanh output tells them apart by their saturation alone, and
+    the generator answered with salt-and-pepper vessel texture; coverage maps remove that cue.
     """
 
     def __init__(self, name: str, root: str | None = None, reader: dict | None = None, image_size: int = 64,
                  batch_size: int = 8, samples_per_epoch: int = 1024, augmentation: str = "default",
                  rotate: float = 10.0, mask_resize: str = "linear", mask_threshold: float = 0.5,
-                 with_images: bool = False, num_workers: int = 0,
+                 soft_masks: bool = False, with_images: bool = False, num_workers: int = 0,
                  pin_memory: bool = False, **segmentation_only):
         super().__init__()
         self.source = dataset_spec(name, root, reader)
@@ -177,6 +188,7 @@ class MaskDataModule(L.LightningDataModule):
         self.rotate = rotate
         self.mask_resize = mask_resize
         self.mask_threshold = mask_threshold
+        self.soft_masks = soft_masks
         self.with_images = with_images
         self.num_workers = num_workers
         self.pin_memory = pin_memory
@@ -188,6 +200,7 @@ class MaskDataModule(L.LightningDataModule):
         if samples_per_epoch < batch_size:
             raise ConfigError(f"data.samples_per_epoch={samples_per_epoch} must be at least data.batch_size={batch_size}")
         self.masks: np.ndarray | None = None   # (N, S, S) uint8 {0, 1}
+        self.coverage: np.ndarray | None = None  # (N, S, S) float32 in [0, 1], with soft_masks
         self.fovs: np.ndarray | None = None    # (N, S, S) uint8 {0, 1}
         self.images: np.ndarray | None = None  # (N, S, S, 3) uint8 RGB
         self.source_size: list[int] | None = None
@@ -199,7 +212,9 @@ class MaskDataModule(L.LightningDataModule):
             return
         samples = read_labelled(self.source, "train")
         size = self.image_size
-        self.masks = np.stack([square_resize_binary(s.mask, size, self.mask_resize, self.mask_threshold) for s in samples])
+        coverage = np.stack([square_resize_coverage(s.mask, size, self.mask_resize) for s in samples])
+        self.masks = (coverage >= self.mask_threshold).astype(np.uint8)
+        self.coverage = coverage if self.soft_masks else None
         self.fovs = np.stack([square_resize_binary(s.fov, size) for s in samples])
         if self.with_images:
             self.images = np.stack([square_resize_image(s.image, size) for s in samples])
@@ -226,7 +241,8 @@ class MaskDataModule(L.LightningDataModule):
         return out
 
     def train_dataloader(self) -> DataLoader:
-        dataset = WholeMaskDataset(self.masks, self.images, self.samples_per_epoch,
+        masks = self.coverage if self.soft_masks else self.masks
+        dataset = WholeMaskDataset(masks, self.images, self.samples_per_epoch,
                                    mask_augmentation(self.augmentation, self.rotate))
         return make_loader(dataset, self.batch_size, self.num_workers, self.pin_memory, drop_last=True)
 

@@ -36,7 +36,7 @@ from synthmed_lightning.callbacks.loss_history import LossHistory
 from synthmed_lightning.callbacks.sample_grids import publish_sample_grid
 from synthmed_lightning.checkpoints import STAGE_KEY
 from synthmed_lightning.metrics.mask_stats import mask_statistics
-from synthmed_lightning.models.components.dcgan import DCGANDiscriminator, DCGANGenerator
+from synthmed_lightning.models.components.dcgan import DCGANGenerator, MultiScaleDiscriminator
 from synthmed_lightning.models.components.diffaugment import diff_augment, parse_policy
 from synthmed_lightning.models.components.gan_losses import discriminator_loss, generator_loss
 from synthmed_lightning.visualize import image_grid, save_png
@@ -61,7 +61,8 @@ class GANModule(L.LightningModule):
                  ema_decay: float = 0.999, lr: float = 2e-4, d_lr: float | None = None,
                  betas: tuple[float, float] = (0.5, 0.999), r1_gamma: float = 0.0, grad_clip: float | None = None,
                  num_samples: int = 16, sample_seed: int = 1234, source_size: list[int] | None = None,
-                 minibatch_std: bool = False, generator_spectral_norm: bool | None = None):
+                 minibatch_std: bool = False, generator_spectral_norm: bool | None = None,
+                 max_channels: int | None = None, d_scales: tuple[int, ...] = (1,), sample_threshold: float = 0.5):
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
@@ -82,10 +83,14 @@ class GANModule(L.LightningModule):
         self.generator = DCGANGenerator(z_dim=h.z_dim, out_channels=channels, image_size=h.image_size,
                                         base_channels=h.base_channels, upsample=h.upsample,
                                         spectral_norm=h.spectral_norm if h.generator_spectral_norm is None
-                                        else h.generator_spectral_norm)
-        self.discriminator = DCGANDiscriminator(in_channels=channels, image_size=h.image_size,
-                                                base_channels=h.d_base_channels or h.base_channels,
-                                                spectral_norm=h.spectral_norm, minibatch_std=h.minibatch_std)
+                                        else h.generator_spectral_norm, max_channels=h.max_channels)
+        try:
+            self.discriminator = MultiScaleDiscriminator(
+                in_channels=channels, image_size=h.image_size, base_channels=h.d_base_channels or h.base_channels,
+                spectral_norm=h.spectral_norm, minibatch_std=h.minibatch_std, max_channels=h.max_channels,
+                scales=tuple(h.d_scales))
+        except ValueError as error:
+            raise ValueError(f"model.d_scales={list(h.d_scales)}: {error}") from None
         self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False).eval()
         self.register_buffer("fov", torch.ones(1, 1, h.image_size, h.image_size))
         self.register_buffer("iterations_done", torch.zeros((), dtype=torch.long))
@@ -191,6 +196,11 @@ class GANModule(L.LightningModule):
 
     def generate(self, n: int, seed: int) -> dict[str, torch.Tensor]:
         raise NotImplementedError
+
+    def binary_mask(self, mask_channel: torch.Tensor) -> torch.Tensor:
+        """Generated mask channel in [-1, 1] -> {0, 1} inside the FOV: vessel where the coverage
+        (x + 1) / 2 reaches `sample_threshold` (0.5, or the data's threshold with soft masks)."""
+        return ((mask_channel + 1) / 2 >= self.hparams.sample_threshold).float() * self.fov
 
     # ------------------------------------------------------------------ validation
     def sample_statistics(self, reference: dict[str, torch.Tensor], prefix: str = "val/") -> dict[str, float]:

@@ -28,7 +28,7 @@ class JointGAN(GANModule):
         float in {0, 1}}, on the module's device."""
         out = self.generate_raw(n, seed)
         fov = self.fov.expand(n, 1, -1, -1).clone()
-        return {"image": out[:, :3].clamp(-1, 1), "mask": (out[:, 3:4] > 0).float() * fov, "fov": fov}
+        return {"image": out[:, :3].clamp(-1, 1), "mask": self.binary_mask(out[:, 3:4]), "fov": fov}
 
     def _extra_statistics(self, samples: dict, reference: dict, fov: np.ndarray) -> dict[str, float]:
         """Colour and image/mask agreement inside the FOV, for samples and real images (0..1 scale):

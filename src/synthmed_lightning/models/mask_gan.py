@@ -30,4 +30,4 @@ class MaskGAN(GANModule):
         {0, 1}, "fov": (n, 1, S, S) float in {0, 1}}, on the module's device."""
         out = self.generate_raw(n, seed)
         fov = self.fov.expand(n, 1, -1, -1).clone()
-        return {"mask": ((out[:, :1] > 0).float() * fov), "fov": fov}
+        return {"mask": self.binary_mask(out[:, :1]), "fov": fov}

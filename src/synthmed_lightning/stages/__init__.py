@@ -15,6 +15,7 @@ STAGES = {
     "image": "synthmed_lightning.stages.image:run_image",
     "generate": "synthmed_lightning.stages.generate:run_generate",
     "pseudolabel": "synthmed_lightning.stages.pseudolabel:run_pseudolabel",
+    "study": "synthmed_lightning.stages.study:run_study",
 }
 
 

@@ -41,7 +41,8 @@ def train_gan(cfg: DictConfig, module_class: type[GANModule]) -> dict:
     if cfg.model.image_size != datamodule.image_size:
         raise ConfigError(f"model.image_size={cfg.model.image_size} differs from data.image_size={datamodule.image_size}")
     try:
-        model = instantiate_primitive(cfg.model, source_size=datamodule.source_size)
+        threshold = datamodule.mask_threshold if datamodule.soft_masks else 0.5
+        model = instantiate_primitive(cfg.model, source_size=datamodule.source_size, sample_threshold=threshold)
     except ValueError as error:  # an unknown loss, DiffAugment policy, upsampling mode, ...
         raise ConfigError(str(error).splitlines()[0]) from None
     if not isinstance(model, module_class):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numbers
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
@@ -35,9 +36,10 @@ def check_image_size(image_size: int) -> int:
     return int(image_size).bit_length() - 3
 
 
-def stage_channels(base_channels: int, stage: int) -> int:
-    """Channels at a given depth: base * 2**stage, capped at base * 8 as in DCGAN."""
-    return base_channels * min(2**stage, 8)
+def stage_channels(base_channels: int, stage: int, max_channels: int | None = None) -> int:
+    """Channels at a given depth: base * 2**stage, capped at ``max_channels`` (default base * 8,
+    as in DCGAN)."""
+    return min(base_channels * 2**stage, max_channels or base_channels * 8)
 
 
 def maybe_spectral_norm(layer: nn.Module, enabled: bool) -> nn.Module:
@@ -96,7 +98,7 @@ class DCGANGenerator(nn.Module):
     """Noise z (B, z_dim) -> image (B, out_channels, S, S), by default in [-1, 1].
 
     z is projected to a 4x4 map with base_channels * 2**(n-1) channels (capped at
-    base_channels * 8), then n = log2(S / 4) stages double the resolution while
+    ``max_channels``, default base_channels * 8), then n = log2(S / 4) stages double the resolution while
     halving the channels down to base_channels; the last stage maps to
     out_channels. BatchNorm + ReLU follow every hidden layer. With
     ``spectral_norm`` the convs are also spectrally normalised (BatchNorm stays,
@@ -112,6 +114,7 @@ class DCGANGenerator(nn.Module):
         upsample: str = "resize",
         spectral_norm: bool = False,
         out_activation: str = "tanh",
+        max_channels: int | None = None,
     ) -> None:
         super().__init__()
         n_stages = check_image_size(image_size)
@@ -121,13 +124,13 @@ class DCGANGenerator(nn.Module):
         self.out_channels = out_channels
         self.image_size = image_size
 
-        top = stage_channels(base_channels, n_stages - 1)
+        top = stage_channels(base_channels, n_stages - 1, max_channels)
         # A transposed 4x4 conv on a 1x1 map is the DCGAN "project and reshape".
         project = nn.ConvTranspose2d(z_dim, top, kernel_size=4, stride=1, padding=0, bias=False)
         layers: list[nn.Module] = [maybe_spectral_norm(project, spectral_norm), nn.BatchNorm2d(top), nn.ReLU(True)]
         in_ch = top
         for stage in range(n_stages - 2, -1, -1):
-            out_ch = stage_channels(base_channels, stage)
+            out_ch = stage_channels(base_channels, stage, max_channels)
             layers += [
                 _upsample_conv(in_ch, out_ch, upsample, bias=False, sn=spectral_norm),
                 nn.BatchNorm2d(out_ch),
@@ -187,6 +190,7 @@ class DCGANDiscriminator(nn.Module):
         base_channels: int = 64,
         spectral_norm: bool = False,
         minibatch_std: bool = False,
+        max_channels: int | None = None,
     ) -> None:
         super().__init__()
         n_stages = check_image_size(image_size)
@@ -196,7 +200,7 @@ class DCGANDiscriminator(nn.Module):
         layers: list[nn.Module] = []
         in_ch = in_channels
         for stage in range(n_stages):
-            out_ch = stage_channels(base_channels, stage)
+            out_ch = stage_channels(base_channels, stage, max_channels)
             use_bn = stage > 0 and not spectral_norm
             conv = nn.Conv2d(in_ch, out_ch, kernel_size=4, stride=2, padding=1, bias=not use_bn)
             layers.append(maybe_spectral_norm(conv, spectral_norm))
@@ -227,3 +231,32 @@ def append_minibatch_std(features: torch.Tensor) -> torch.Tensor:
     standard deviation across the batch, the same for every sample."""
     std = features.float().std(dim=0, unbiased=False).mean() if features.shape[0] > 1 else features.new_zeros(())
     return torch.cat([features, std.to(features.dtype).expand(features.shape[0], 1, *features.shape[2:])], dim=1)
+
+
+class MultiScaleDiscriminator(nn.Module):
+    """DCGAN discriminators on the image and on area-downscaled copies (pix2pixHD's multi-scale D).
+
+    At 256 px a single D judges thin-vessel texture well but barely sees the global tree: Stage I
+    then collapsed to one periodic vessel texture. A D on a 4x smaller copy sees the whole tree
+    (the optic-disc hub, the arcades) at the resolution where DCGANs learn it. ``scales`` are
+    downscale factors (1 = full size); the logits of all Ds are concatenated, shape (B * len(scales),),
+    so the GAN losses average over them.
+    """
+
+    def __init__(self, in_channels: int = 1, image_size: int = 64, base_channels: int = 64,
+                 spectral_norm: bool = False, minibatch_std: bool = False, max_channels: int | None = None,
+                 scales: tuple[int, ...] = (1,)) -> None:
+        super().__init__()
+        scales = tuple(int(s) for s in scales)
+        if not scales or len(set(scales)) != len(scales) or any(s < 1 or image_size % s for s in scales):
+            raise ValueError(f"scales must be distinct divisors of image_size={image_size}, got {list(scales)}")
+        self.scales = scales
+        self.image_size = image_size
+        self.discriminators = nn.ModuleList(
+            DCGANDiscriminator(in_channels, image_size // s, base_channels, spectral_norm, minibatch_std, max_channels)
+            for s in scales
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = [d(F.avg_pool2d(x, s) if s > 1 else x) for s, d in zip(self.scales, self.discriminators)]
+        return torch.cat(logits)

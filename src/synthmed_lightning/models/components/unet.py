@@ -42,12 +42,17 @@ class UNet(nn.Module):
     def size_multiple(self) -> int:
         return 2**self.depth
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        skips = []
+    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The encoder's feature maps, finest first; the last is the bottleneck."""
+        features = []
         for i, encoder in enumerate(self.encoders):
             x = encoder(x if i == 0 else self.pool(x))
-            skips.append(x)
-        skips.pop()
+            features.append(x)
+        return features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = self.encode(x)
+        x = skips.pop()
         for upsample, decoder in zip(self.upsamplers, self.decoders):
             x = decoder(torch.cat([upsample(x), skips.pop()], dim=1))
         return self.head(x)

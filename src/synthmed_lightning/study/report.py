@@ -1,0 +1,232 @@
+"""The study's results: `<out>/results.json` (SPEC.md item 5 shape, more keys), `<out>/report.md`
+beside the paper's figures, figures under `<out>/figures/`, and the same to W&B with `logger=wandb`.
+
+Everything is read back from the steps' outputs (metrics.json, exports, predictions), so the
+report can be rebuilt at any time from a finished study folder.
+"""
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+from omegaconf import DictConfig
+
+from synthmed_lightning.data.readers import read_dataset
+from synthmed_lightning.stages.common import write_json
+from synthmed_lightning.study.fidelity import frechet_to_real, kl_to_real
+from synthmed_lightning.study.plan import StudyPlan, Step
+from synthmed_lightning.visualize import image_grid, save_png
+
+log = logging.getLogger(__name__)
+
+# Guibas, Virdi & Li (2017), DRIVE test: U-Net F1 trained on synthetic vs real pairs; KL to real.
+PAPER = {"f1": {"dual_gan": 0.8877, "real": 0.8988}, "kl": {"dual_gan": 4.759, "real_subset": 4.212e-4}}
+SEGMENTATION_KEYS = ("f1_vessel", "f1_macro", "auc", "accuracy", "sensitivity", "specificity")
+_TILE_HEIGHT = 160
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def segmentation_results(out: Path, names: list[str]) -> dict[str, dict[str, float]]:
+    results = {}
+    for name in names:
+        metrics = _read_json(out / "runs" / f"segment_{name}" / "metrics.json")
+        results[name] = {k: metrics[f"test/{k}"] for k in SEGMENTATION_KEYS if f"test/{k}" in metrics}
+    return results
+
+
+def _folder(path: Path):
+    return read_dataset({"name": "folder", "root": str(path)}, "train")
+
+
+def fidelity(plan: StudyPlan, tiles_per_image: int) -> dict:
+    """KL and Fréchet distances of every synthetic export to the real training images."""
+    real = read_dataset(plan.real_data, "train")
+    test = read_dataset(plan.real_data, "test")
+    exports = {c: _folder(plan.export_dir(c)) for c in ("dual_gan", "single_gan") if (plan.export_dir(c) / "manifest.json").is_file()}
+    out = {"kl": kl_to_real(real, exports, test)}
+    checkpoint = plan.out / "runs" / "segment_real" / "checkpoints" / "best.ckpt"
+    if checkpoint.is_file():
+        out["frechet"] = frechet_to_real(str(checkpoint), real, exports, test, tiles_per_image)
+    return out
+
+
+def _tile(image: np.ndarray) -> np.ndarray:
+    """An (H, W[, 3]) uint8 picture scaled to the grid's tile height, as RGB."""
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=2)
+    scale = _TILE_HEIGHT / image.shape[0]
+    return cv2.resize(image, (max(1, round(image.shape[1] * scale)), _TILE_HEIGHT), interpolation=cv2.INTER_AREA)
+
+
+def _labelled_row(label: str, tiles: list[np.ndarray]) -> np.ndarray:
+    row = np.concatenate(tiles, axis=1)
+    banner = np.full((24, row.shape[1], 3), 255, np.uint8)
+    cv2.putText(banner, label, (6, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.concatenate([banner, row], axis=0)
+
+
+def samples_figure(plan: StudyPlan, path: Path, per_row: int = 3) -> Path | None:
+    """Rows real | dual GAN | single GAN, each item as image + mask (the README/report grid)."""
+    rows = {"real (training data)": read_dataset(plan.real_data, "train")[:per_row]}
+    for condition, label in (("dual_gan", "dual GAN (Stage I + Stage II)"), ("single_gan", "single GAN")):
+        if (plan.export_dir(condition) / "manifest.json").is_file():
+            rows[label] = _folder(plan.export_dir(condition))[:per_row]
+    drawn = [_labelled_row(label, [t for s in samples for t in (_tile(s.image), _tile(s.mask * 255))])
+             for label, samples in rows.items() if samples]
+    width = max(r.shape[1] for r in drawn)
+    drawn = [np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in drawn]
+    save_png(path, np.concatenate(drawn, axis=0))
+    return path
+
+
+def overlays_figure(out: Path, names: list[str], path: Path) -> Path | None:
+    """The first test image's prediction overlay of each condition, side by side."""
+    tiles = []
+    for name in names:
+        found = sorted((out / "runs" / f"segment_{name}" / "predictions").glob("*_overlay.png"))
+        if found:
+            image = cv2.cvtColor(cv2.imread(str(found[0])), cv2.COLOR_BGR2RGB)
+            tiles.append(_labelled_row(name, [_tile(image)]))
+    if not tiles:
+        return None
+    save_png(path, image_grid(tiles, columns=len(tiles)))
+    return path
+
+
+def count_plot(counts: dict[int, float], path: Path) -> Path:
+    """F1 of the dual-GAN U-Net against the number of synthetic training pairs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xs = sorted(counts)
+    fig, ax = plt.subplots(figsize=(4.5, 3.2), dpi=120)
+    ax.plot(xs, [counts[x] for x in xs], "o-")
+    ax.set_xscale("log")
+    ax.set_xlabel("synthetic training pairs (dual GAN)")
+    ax.set_ylabel("test f1_vessel")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _fmt(value) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"
+    return str(value)
+
+
+def markdown(results: dict, figures: dict[str, Path], out: Path) -> str:
+    seg = results["segmentation"]
+    lines = [f"# Synthetic vs real: {results['dataset']}, profile `{results['profile']}`", "",
+             "U-Net trained on each condition with the same budget, tested on the real test split "
+             "(inside the FOV, native resolution). Paper: Guibas, Virdi & Li (2017).", "",
+             "| condition | f1_vessel | f1_macro | AUC | accuracy | paper F1 |", "|---|---|---|---|---|---|"]
+    for name, values in seg.items():
+        lines.append(f"| {name} | {_fmt(values.get('f1_vessel'))} | {_fmt(values.get('f1_macro'))} | "
+                     f"{_fmt(values.get('auc'))} | {_fmt(values.get('accuracy'))} | {_fmt(PAPER['f1'].get(name))} |")
+    if results.get("observer"):
+        o = results["observer"]
+        lines.append(f"| 2nd human observer | {_fmt(o.get('f1_vessel'))} | {_fmt(o.get('f1_macro'))} | – | "
+                     f"{_fmt(o.get('accuracy'))} | – |")
+    if results.get("ratio_dual_over_real"):
+        lines += ["", f"Ratio dual GAN / real, f1_vessel: **{results['ratio_dual_over_real']:.3f}** (paper: 0.988)."]
+    lines += ["", "## Fidelity", "", "| set | KL(real ‖ set), nats | Fréchet (U-Net features) | paper KL |", "|---|---|---|---|"]
+    kl, fd = results.get("kl", {}), results.get("frechet", {})
+    for name in sorted(set(kl) | set(fd)):
+        lines.append(f"| {name} | {_fmt(kl.get(name))} | {_fmt(fd.get(name))} | {_fmt(PAPER['kl'].get(name))} |")
+    lines += ["", "`real_subset`: two disjoint halves of the real training set; `real_test`: real training vs test "
+              "images. KL sees intensity histograms only; the Fréchet distance sees vessel-scale structure."]
+    if results.get("stage1"):
+        s = results["stage1"]
+        lines += ["", "## Stage I samples", "", "| statistic | samples | real masks |", "|---|---|---|"]
+        for key in ("vessel_fraction", "pairwise_iou", "copy_iou_max", "components"):
+            lines.append(f"| {key} | {_fmt(s.get(key))} | {_fmt(s.get('real_' + key))} |")
+    if results.get("privacy"):
+        lines += ["", "## Privacy audit", "", "```json", json.dumps(results["privacy"], indent=2), "```"]
+    if results.get("synthetic_count"):
+        lines += ["", "## Number of synthetic pairs", "", "| pairs | f1_vessel |", "|---|---|"]
+        lines += [f"| {n} | {_fmt(f)} |" for n, f in sorted(results["synthetic_count"].items(), key=lambda kv: int(kv[0]))]
+    for title, key in (("Samples", "samples"), ("Predictions on the first test image", "overlays"),
+                       ("F1 against the number of synthetic pairs", "synthetic_count")):
+        if figures.get(key):
+            lines += ["", f"## {title}", "", f"![{key}]({figures[key].relative_to(out)})"]
+    lines += ["", "## Wall time", "", "| step | time |", "|---|---|"]
+    lines += [f"| {k} | {v / 60:.1f} min |" for k, v in results["timing_s"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(cfg: DictConfig, plan: StudyPlan, steps: list[Step], timing: dict) -> dict:
+    out = plan.out
+    segmented = [s.name.removeprefix("segment_") for s in steps if s.stage == "segment"]
+    main = [c for c in plan.conditions if c in segmented]
+    seg = segmentation_results(out, main)
+    results = {"profile": cfg.profile.name, "dataset": plan.real_data["name"].upper(), "segmentation": seg,
+               **fidelity(plan, int(cfg.study.fidelity_tiles)), "timing_s": timing}
+    if seg.get("real", {}).get("f1_vessel") and seg.get("dual_gan", {}).get("f1_vessel"):
+        results["ratio_dual_over_real"] = seg["dual_gan"]["f1_vessel"] / seg["real"]["f1_vessel"]
+    if plan.real_data["name"] == "drive":
+        from synthmed_lightning.metrics.observer import second_observer_scores
+
+        results["observer"] = second_observer_scores(plan.real_data["root"])
+    stage1 = _read_json(out / "runs" / "train_mask" / "metrics.json")
+    if stage1:
+        results["stage1"] = {k.removeprefix("val/"): v for k, v in stage1.items() if k.startswith("val/")}
+    audits = {c: _read_json(out / "runs" / f"audit_{c}" / "audit.json") for c in ("dual_gan", "single_gan")}
+    if any(audits.values()):
+        results["privacy"] = {c: a for c, a in audits.items() if a}
+    figures = {"samples": samples_figure(plan, out / "figures" / "samples.png"),
+               "overlays": overlays_figure(out, main, out / "figures" / "overlays.png")}
+    if plan.synthetic_counts:
+        counts = {n: _read_json(out / "runs" / f"segment_dual_gan_n{n}" / "metrics.json").get("test/f1_vessel")
+                  for n in plan.synthetic_counts if n != plan.num_synthetic}
+        counts[plan.num_synthetic] = seg.get("dual_gan", {}).get("f1_vessel")
+        results["synthetic_count"] = {str(n): f for n, f in sorted(counts.items()) if f is not None}
+        figures["synthetic_count"] = count_plot({int(n): f for n, f in results["synthetic_count"].items()},
+                                                out / "figures" / "f1_vs_synthetic_count.png")
+    write_json(out / "results.json", results)
+    (out / "report.md").write_text(markdown(results, figures, out))
+    if any("wandb" in str(v.get("_target_", "")).lower() for v in (cfg.get("logger") or {}).values() if v):
+        log_to_wandb(cfg, plan, results, figures)
+    return results
+
+
+def log_to_wandb(cfg: DictConfig, plan: StudyPlan, results: dict, figures: dict[str, Path]) -> None:
+    """One W&B run of job type `study` in the study's group: the results table, the figures, and each
+    export as a dataset artifact (by reference: the files stay where they are)."""
+    import wandb
+
+    from synthmed_lightning.stages.common import _default_wandb_offline
+
+    _default_wandb_offline()
+    settings = cfg.logger.wandb
+    group = next((a.split("=", 1)[1] for a in plan.common_args if a.startswith("run_group=")), None)
+    run = wandb.init(project=settings.get("project"), group=group, job_type="study", dir=str(plan.out),
+                     config={"profile": results["profile"], "dataset": results["dataset"]}, reinit="finish_previous")
+    table = wandb.Table(columns=["condition", *SEGMENTATION_KEYS])
+    for name, values in results["segmentation"].items():
+        table.add_data(name, *[values.get(k) for k in SEGMENTATION_KEYS])
+    run.log({"results": table, **{f"figures/{k}": wandb.Image(str(p)) for k, p in figures.items() if p},
+             **{f"kl/{k}": v for k, v in results.get("kl", {}).items()},
+             **{f"frechet/{k}": v for k, v in results.get("frechet", {}).items()}})
+    for condition in ("dual_gan", "single_gan"):
+        export = plan.export_dir(condition)
+        if (export / "manifest.json").is_file():
+            manifest = _read_json(export / "manifest.json")
+            artifact = wandb.Artifact(f"synthetic-{condition}", type="dataset",
+                                      metadata={"seed": manifest.get("seed"), "files": len(manifest.get("files", {}))})
+            artifact.add_reference(export.absolute().as_uri())
+            run.log_artifact(artifact)
+    run.finish()

@@ -1,0 +1,100 @@
+"""Runs the study's steps as CLI subprocesses, several at a time, in dependency order.
+
+Each step is `python -m synthmed_lightning <its arguments>` with its output in a log file
+(`<out>/logs/<step>.log`). Up to `workers` run at once, each with `threads` CPU threads: on a small
+CPU machine two single-threaded runs side by side finish sooner than one after the other with two
+threads each (PyTorch's small convolutions scale poorly across threads). A failed step stops the
+study (the steps already running finish) with one line naming the step and its log.
+"""
+
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from synthmed_lightning.errors import UserError
+from synthmed_lightning.study.plan import Step
+
+log = logging.getLogger(__name__)
+_POLL_S = 2.0
+
+
+def default_parallelism(cuda: bool, cpus: int | None = None) -> tuple[int, int]:
+    """(workers, threads per worker): one run at a time on a GPU; on a CPU up to 4 runs sharing the cores."""
+    cpus = cpus or os.cpu_count() or 1
+    if cuda:
+        return 1, max(1, cpus)
+    workers = max(1, min(4, cpus))
+    return workers, max(1, cpus // workers)
+
+
+class StepFailed(UserError):
+    """A study step exited with an error (its log file says why)."""
+
+
+def _command(step: Step) -> list[str]:
+    return [sys.executable, "-m", "synthmed_lightning", *step.arguments]
+
+
+def run_steps(steps: list[Step], out: Path, workers: int, threads: int, resume_arg=lambda step: []) -> dict[str, float]:
+    """Run the unfinished steps; return {step name: wall seconds} of those run now.
+
+    `resume_arg(step)` gives extra arguments for a step that was interrupted before (e.g. ckpt_path=last).
+    """
+    names = {s.name for s in steps}
+    for step in steps:
+        unknown = set(step.after) - names
+        if unknown:
+            raise ValueError(f"step {step.name} waits for unknown steps {sorted(unknown)}")
+    done = {s.name for s in steps if s.done(out)}
+    total = len(steps)
+    for name in sorted(done):
+        log.info("[%d/%d] %s: already done, skipped", len(done), total, name)
+    pending = [s for s in steps if s.name not in done]
+    running: dict[str, tuple[subprocess.Popen, float, Step]] = {}
+    seconds: dict[str, float] = {}
+    failed: list[str] = []
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+    while pending or running:
+        if not failed:
+            for step in [s for s in pending if set(s.after) <= done][: max(0, workers - len(running))]:
+                pending.remove(step)
+                log_path = out / "logs" / f"{step.name}.log"
+                with open(log_path, "ab") as log_file:
+                    process = subprocess.Popen(_command(step) + resume_arg(step), stdout=log_file,
+                                               stderr=subprocess.STDOUT, env=env)
+                running[step.name] = (process, time.perf_counter(), step)
+                log.info("[%d/%d] %s: started (stage=%s, log %s)", len(done) + len(running), total, step.name,
+                         step.stage, log_path)
+        elif not running:
+            break
+        time.sleep(_POLL_S)
+        for name, (process, start, step) in list(running.items()):
+            if process.poll() is None:
+                continue
+            del running[name]
+            seconds[name] = time.perf_counter() - start
+            if process.returncode == 0 and step.done(out):
+                done.add(name)
+                log.info("[%d/%d] %s: done in %s", len(done), total, name, _minutes(seconds[name]))
+            else:
+                failed.append(name)
+                log.error("%s failed (exit %s): see %s", name, process.returncode, out / "logs" / f"{name}.log")
+    if failed:
+        last_line = _last_error_line(out / "logs" / f"{failed[0]}.log")
+        raise StepFailed(f"study step {failed[0]} failed ({last_line}); log: {out / 'logs' / (failed[0] + '.log')}; "
+                         "rerun the same command to continue from there")
+    return seconds
+
+
+def _last_error_line(path: Path) -> str:
+    lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:") or "Error" in line]
+    return (errors or lines or ["no output"])[-1][:300]
+
+
+def _minutes(seconds: float) -> str:
+    return f"{int(seconds // 60)} min {int(seconds % 60)} s"

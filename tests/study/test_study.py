@@ -1,0 +1,75 @@
+"""stage=study (make reproduce-paper) end to end on the phantom with the smoke profile."""
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import SMOKE, assert_ok, assert_one_line_error, run_cli
+
+CONDITIONS = ("real", "dual_gan", "single_gan", "real_plus_dual_gan")
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("study") / "out"
+    assert_ok(run_cli("stage=study", *SMOKE, f"study.out_dir={out}", timeout=900))
+    return out
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+@pytest.mark.slow
+def test_results_have_every_key_with_finite_values(study):
+    results = json.loads((study / "results.json").read_text())
+    assert results["profile"] == "smoke" and results["dataset"] == "PHANTOM"
+    for condition in CONDITIONS:
+        values = results["segmentation"][condition]
+        assert {"f1_vessel", "f1_macro", "auc", "accuracy"} <= set(values)
+        assert all(_finite(v) and 0 <= v <= 1 for v in values.values())
+    assert set(results["kl"]) >= {"dual_gan", "single_gan", "real_subset"}
+    assert set(results["frechet"]) >= {"dual_gan", "single_gan", "real_test"}
+    assert all(_finite(v) and v >= 0 for v in [*results["kl"].values(), *results["frechet"].values()])
+    assert all(_finite(v) and v > 0 for v in results["timing_s"].values())
+    # The U-Net on real data learned (smoke budget, phantom): well above chance.
+    assert results["segmentation"]["real"]["auc"] > 0.8
+    report = (study / "report.md").read_text()
+    assert "| real |" in report and "0.8988" in report and "figures/samples.png" in report
+    assert (study / "figures" / "samples.png").is_file() and (study / "figures" / "overlays.png").is_file()
+    manifest = json.loads((study / "synthetic" / "dual_gan" / "manifest.json").read_text())
+    assert manifest["count"] == 8
+
+
+@pytest.mark.slow
+def test_rerun_skips_finished_steps_and_redoes_a_missing_one(study):
+    before = json.loads((study / "results.json").read_text())
+    shutil.rmtree(study / "runs" / "segment_single_gan")
+    result = run_cli("stage=study", *SMOKE, f"study.out_dir={study}")
+    assert_ok(result)
+    log = result.stdout + result.stderr
+    assert log.count("already done, skipped") == 8 and "segment_single_gan: started" in log
+    after = json.loads((study / "results.json").read_text())
+    assert after["segmentation"]["real"] == before["segmentation"]["real"]  # not retrained
+    assert (study / "runs" / "segment_single_gan" / "metrics.json").is_file()
+
+
+def test_a_study_folder_is_not_resumed_with_other_settings(tmp_path):
+    (tmp_path / "study.json").write_text(json.dumps({"profile": "quick", "dataset": "phantom"}))
+    result = run_cli("stage=study", *SMOKE, f"study.out_dir={tmp_path}")
+    assert_one_line_error(result, "study.out_dir=", "profile")
+
+
+def test_missing_drive_is_one_line_before_any_step(tmp_path):
+    result = run_cli("stage=study", *SMOKE, "data=drive", f"data.root={tmp_path / 'nowhere'}",
+                     f"study.out_dir={tmp_path / 'out'}")
+    assert_one_line_error(result, "nowhere")
+    assert not (tmp_path / "out" / "runs").exists()
+
+
+def test_unknown_condition_is_one_line(tmp_path):
+    result = run_cli("stage=study", *SMOKE, "study.conditions=[real,gan]", f"study.out_dir={tmp_path}")
+    assert_one_line_error(result, "study.conditions")

@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 DATA_ROOT  ?= $(or $(SYNTHMED_DATA_ROOT),data)
 DATA       ?= drive
 PROFILE    ?= quick
-OUT        ?= results/$(DATA)-$(PROFILE)
+OUT        ?=
 ARGS       ?=
 
 .DEFAULT_GOAL := help
@@ -34,9 +34,9 @@ test: install ## run the whole test suite (CPU, < 15 min)
 test-fast: install ## the tests that train nothing longer than a few seconds
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
-reproduce-paper: install ## the synthetic-vs-real study: DATA_ROOT=<folder with DRIVE/> PROFILE=smoke|quick|paper OUT=<dir> (DATA=phantom: no data)
+reproduce-paper: install ## the synthetic-vs-real study: DATA_ROOT=<folder with DRIVE/> PROFILE=smoke|quick|paper OUT=<dir, default results/DATA-PROFILE> (DATA=phantom: no data)
 	$(BIN)/python -m synthmed_lightning stage=study data=$(DATA) paths.data_root=$(abspath $(DATA_ROOT)) \
-		profile=$(PROFILE) study.out_dir=$(abspath $(OUT)) $(ARGS)
+		profile=$(PROFILE) $(if $(OUT),study.out_dir=$(abspath $(OUT))) $(ARGS)
 
 clean: ## remove run outputs (not the .venv)
 	rm -rf outputs multirun .pytest_cache

@@ -48,7 +48,7 @@ def test_results_have_every_key_with_finite_values(study):
 def test_rerun_skips_finished_steps_and_redoes_a_missing_one(study):
     before = json.loads((study / "results.json").read_text())
     shutil.rmtree(study / "runs" / "segment_single_gan")
-    result = run_cli("stage=study", *SMOKE, f"study.out_dir={study}")
+    result = run_cli("stage=study", *SMOKE, f"study.out_dir={study}", "logger=wandb", "run_group=smoke-study")
     assert_ok(result)
     log = result.stdout + result.stderr
     assert log.count("already done, skipped") == 8 and "segment_single_gan: started" in log
@@ -73,3 +73,16 @@ def test_missing_drive_is_one_line_before_any_step(tmp_path):
 def test_unknown_condition_is_one_line(tmp_path):
     result = run_cli("stage=study", *SMOKE, "study.conditions=[real,gan]", f"study.out_dir={tmp_path}")
     assert_one_line_error(result, "study.conditions")
+
+
+@pytest.mark.slow
+def test_wandb_groups_the_study_offline(study):
+    # Runs after the rerun above (logger=wandb): the retrained step and the final study run log offline,
+    # both in the study's W&B group; the study run holds the results table and the dataset artifacts.
+    step_runs = list((study / "runs" / "segment_single_gan" / "wandb").glob("offline-run-*/run-*.wandb"))
+    study_runs = list((study / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert step_runs and study_runs
+    for run_file in (step_runs[0], study_runs[-1]):
+        assert b"smoke-study" in run_file.read_bytes()
+    study_bytes = study_runs[-1].read_bytes()
+    assert b"results" in study_bytes and b"synthetic-dual_gan" in study_bytes

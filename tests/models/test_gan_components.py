@@ -317,3 +317,14 @@ def test_max_channels_widens_the_coarse_layers_only():
     assert [stage_channels(16, s, max_channels=512) for s in range(6)] == [16, 32, 64, 128, 256, 512]
     g = DCGANGenerator(z_dim=8, image_size=64, base_channels=4, max_channels=64)
     assert g(torch.randn(2, 8)).shape == (2, 1, 64, 64)
+
+
+def test_mode_seeking_penalty_grows_when_samples_ignore_the_noise():
+    from synthmed_lightning.models.gan_base import mode_seeking_penalty
+
+    z = torch.randn(8, 16)
+    same = torch.zeros(8, 1, 8, 8)
+    varied = torch.randn(8, 1, 8, 8)
+    assert mode_seeking_penalty(varied, z) < mode_seeking_penalty(same + 1e-3 * varied, z)
+    assert torch.isfinite(mode_seeking_penalty(same, z))
+    assert mode_seeking_penalty(varied[:1], z[:1]) == 0  # one sample: nothing to compare

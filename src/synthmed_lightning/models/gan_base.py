@@ -62,7 +62,8 @@ class GANModule(L.LightningModule):
                  betas: tuple[float, float] = (0.5, 0.999), r1_gamma: float = 0.0, grad_clip: float | None = None,
                  num_samples: int = 16, sample_seed: int = 1234, source_size: list[int] | None = None,
                  minibatch_std: bool = False, generator_spectral_norm: bool | None = None,
-                 max_channels: int | None = None, d_scales: tuple[int, ...] = (1,), sample_threshold: float = 0.5):
+                 max_channels: int | None = None, d_scales: tuple[int, ...] = (1,), sample_threshold: float = 0.5,
+                 mode_seeking: float = 0.0):
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
@@ -147,6 +148,8 @@ class GANModule(L.LightningModule):
         # Generator step: make D call the (augmented) fakes real.
         self.toggle_optimizer(opt_g)
         g_loss = generator_loss(self.discriminator(self.augment(fake)), h.loss)
+        if h.mode_seeking > 0:
+            g_loss = g_loss + h.mode_seeking * mode_seeking_penalty(fake, z)
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(g_loss)
         self._clip(opt_g)
@@ -238,6 +241,20 @@ class GANModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint[STAGE_KEY] = self.STAGE
+
+
+def mode_seeking_penalty(fake: torch.Tensor, z: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """MSGAN's term (Mao et al. 2019): 1 / (|G(z1) - G(z2)| / |z1 - z2|) over the two halves of a batch.
+
+    Small when different noise gives different samples; it grows as the generator starts to ignore
+    z, which is how Stage I collapsed on DRIVE (every sample the same vessel texture).
+    """
+    half = fake.shape[0] // 2
+    if half == 0:
+        return fake.new_zeros(())
+    image_distance = (fake[:half] - fake[half: 2 * half]).abs().mean()
+    noise_distance = (z[:half] - z[half: 2 * half]).abs().mean()
+    return 1.0 / (image_distance / noise_distance + eps)
 
 
 def mask_tile(mask: np.ndarray, fov: np.ndarray) -> np.ndarray:

@@ -13,13 +13,13 @@ PYTEST_ARGS ?=
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-18s %s\n", $$1, $$2}'
 
-install: $(VENV)/.installed ## create .venv: torch (TORCH_SPEC, default torch==2.13.0), then the package (editable, with test extras)
+install: $(VENV)/.installed ## create .venv: torch (TORCH_SPEC, default torch==2.13.0), then the package (editable, with the test and SLURM-launcher extras)
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,slurm]"
 	touch $@
 
 test: install ## run the whole test suite (CPU, < 15 min)

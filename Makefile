@@ -8,7 +8,7 @@ BIN        := $(VENV)/bin
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast clean
+.PHONY: help install test test-fast bench clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -27,6 +27,11 @@ test: install ## run the whole test suite (CPU, < 15 min)
 
 test-fast: install ## the tests that train nothing longer than a few seconds
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+BENCHMARKS := step_rate data_throughput generate_throughput ddp_scaling memory
+bench: install ## side-by-side benchmarks (benchmarks/, ~15 min on 2 CPU cores): summary in outputs/bench/summary.md
+	for b in $(BENCHMARKS); do OMP_NUM_THREADS=1 $(BIN)/python benchmarks/$$b.py || exit 1; done
+	$(BIN)/python benchmarks/summary.py
 
 clean: ## remove run outputs (not the .venv)
 	rm -rf outputs multirun .pytest_cache

@@ -89,6 +89,7 @@ def test_multirun_ddp_is_allowed_under_the_slurm_launcher():
             HydraConfig.instance().cfg = None
 
 
+@pytest.mark.slow
 def test_local_submitit_launcher_runs_a_sweep(tmp_path):
     """hydra/launcher=local: the submitit launcher runs each sweep point as a job (a subprocess here,
     a SLURM job with hydra/launcher=slurm); both points finish with their own run directory."""

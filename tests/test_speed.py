@@ -31,6 +31,7 @@ def test_mixed_precision_and_channels_last(tmp_path, stage, options):
         restore_module(ImageGAN, checkpoint)
 
 
+@pytest.mark.slow
 def test_compile_trains_and_keeps_checkpoint_keys(tmp_path):
     """speed.compile=true on the GAN stage (manual optimisation, spectral norm). The aot_eager backend
     traces the same graphs as inductor without generating kernels (inductor takes minutes on 2 cores)."""

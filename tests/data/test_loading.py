@@ -27,6 +27,7 @@ def test_auto_settings_follow_the_accelerator_and_the_cores(monkeypatch):
     assert loader_settings("auto", "auto", _trainer("CUDAAccelerator", devices=4))["num_workers"] == 3  # 16 cores / 4 ranks - 1
     monkeypatch.setattr(loading, "usable_cores", lambda: 2)
     assert loader_settings("auto", "auto", _trainer("CUDAAccelerator", devices=2))["num_workers"] == 0
+    assert loader_settings("auto", "auto", _trainer("MPSAccelerator"))["pin_memory"] is False
     assert loader_settings(3, False, _trainer("CUDAAccelerator")) == {"num_workers": 3, "pin_memory": False,
                                                                       "persistent_workers": True}
 

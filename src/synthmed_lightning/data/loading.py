@@ -30,16 +30,17 @@ def loader_settings(num_workers="auto", pin_memory="auto", trainer=None) -> dict
     auto workers: on a GPU, the training process mostly waits for the device, so each process
     (one per device under DDP) gets its share of the cores minus one for itself, at most 8; on
     CPU, 0: the training step already keeps every core busy with torch threads, and a worker would
-    take a core from it to save the small share of time spent on data. auto pin_memory: on GPUs.
+    take a core from it to save the small share of time spent on data. auto pin_memory: on CUDA GPUs.
     Workers persist between epochs (the datasets are small and epochs short).
     """
     check_loader_settings(num_workers, pin_memory)
-    on_gpu = trainer is not None and trainer.accelerator is not None and type(trainer.accelerator).__name__ != "CPUAccelerator"
+    accelerator = type(getattr(trainer, "accelerator", None)).__name__
+    on_gpu = accelerator not in ("CPUAccelerator", "NoneType")
     if num_workers == "auto":
         processes = max(1, int(getattr(trainer, "num_devices", 1) or 1)) if trainer is not None else 1
         num_workers = min(_MAX_AUTO_WORKERS, max(0, usable_cores() // processes - 1)) if on_gpu else 0
     if pin_memory == "auto":
-        pin_memory = on_gpu
+        pin_memory = accelerator == "CUDAAccelerator"  # pinned memory speeds up host-to-CUDA copies only
     return {"num_workers": num_workers, "pin_memory": pin_memory, "persistent_workers": num_workers > 0}
 
 

@@ -14,18 +14,18 @@ OUT        ?=
 ARGS       ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast reproduce-paper clean
+.PHONY: help install test test-fast reproduce-paper bench clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-18s %s\n", $$1, $$2}'
 
-install: $(VENV)/.installed ## create .venv: torch (TORCH_SPEC, default torch==2.13.0), then the package (editable, with test extras)
+install: $(VENV)/.installed ## create .venv: torch (TORCH_SPEC, default torch==2.13.0), then the package (editable, with the test and SLURM-launcher extras)
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,slurm]"
 	touch $@
 
 test: install ## run the whole test suite (CPU, < 15 min)
@@ -37,6 +37,11 @@ test-fast: install ## the tests that train nothing longer than a few seconds
 reproduce-paper: install ## the synthetic-vs-real study: DATA_ROOT=<folder with DRIVE/> PROFILE=smoke|quick|paper OUT=<dir, default results/DATA-PROFILE> (DATA=phantom: no data)
 	$(BIN)/python -m synthmed_lightning stage=study data=$(DATA) paths.data_root=$(abspath $(DATA_ROOT)) \
 		profile=$(PROFILE) $(if $(OUT),study.out_dir=$(abspath $(OUT))) $(ARGS)
+
+BENCHMARKS := step_rate data_throughput generate_throughput ddp_scaling memory
+bench: install ## side-by-side benchmarks (benchmarks/, ~15 min on 2 CPU cores): summary in outputs/bench/summary.md
+	for b in $(BENCHMARKS); do OMP_NUM_THREADS=1 $(BIN)/python benchmarks/$$b.py || exit 1; done
+	$(BIN)/python benchmarks/summary.py
 
 clean: ## remove run outputs (not the .venv)
 	rm -rf outputs multirun .pytest_cache

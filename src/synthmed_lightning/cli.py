@@ -42,6 +42,7 @@ def _log_once_through_hydra() -> None:
         logger = logging.getLogger(name)
         for handler in [h for h in logger.handlers if type(h) is logging.StreamHandler]:
             logger.removeHandler(handler)
+            logger.propagate = True  # Lightning turned propagation off when it added its handler
 
 
 def main() -> None:

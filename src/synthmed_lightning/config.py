@@ -12,11 +12,13 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf, ValidationError
 
+from synthmed_lightning.data.loading import check_loader_settings
 from synthmed_lightning.data.transforms import input_channels
 from synthmed_lightning.errors import ConfigError
 from synthmed_lightning.resources import config_dir, experiments_dir
+from synthmed_lightning.speed import speed_options
 
-GROUPS = ("stage", "data", "model", "trainer", "logger", "callbacks", "profile", "debug", "paths")
+GROUPS = ("stage", "data", "model", "trainer", "speed", "logger", "callbacks", "profile", "debug", "paths")
 
 
 def gan_max_steps(iterations) -> int:
@@ -77,7 +79,8 @@ class DataSchema:
     val_count: int = 4
     split_seed: int = 0
     fov_diameter: float | None = None
-    num_workers: int = 0
+    num_workers: Any = "auto"
+    pin_memory: Any = "auto"
     preprocess: PreprocessSchema = field(default_factory=PreprocessSchema)
 
 
@@ -99,6 +102,8 @@ def validate(cfg: DictConfig) -> None:
     if typed.fov_diameter is not None and typed.fov_diameter <= 0:
         raise ConfigError(f"data.fov_diameter={typed.fov_diameter}: must be positive (pixels) or null")
     input_channels(typed.preprocess.mode)
+    check_loader_settings(typed.num_workers, typed.pin_memory)
+    speed_options(cfg.get("speed"))
     net = OmegaConf.select(cfg, "model.net")
     if net is not None and "depth" in net and typed.patch_size % (2 ** net.depth):
         raise ConfigError(f"data.patch_size={typed.patch_size} must be a multiple of 2**model.net.depth={2 ** net.depth}")
@@ -121,6 +126,9 @@ def _check_distributed(cfg: DictConfig) -> None:
     devices, strategy = trainer.get("devices", 1), str(trainer.get("strategy", "auto"))
     several = devices == -1 or (isinstance(devices, int) and devices > 1) or trainer.get("num_nodes", 1) > 1
     multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-    if multirun and several and strategy.startswith("ddp") and "spawn" not in strategy:
+    # Under SLURM (hydra/launcher=slurm) the scheduler starts one task per device and Lightning
+    # launches nothing: that is the way distributed sweeps are meant to run.
+    scheduled = multirun and "SlurmLauncher" in str(OmegaConf.select(HydraConfig.get(), "launcher._target_") or "")
+    if multirun and several and strategy.startswith("ddp") and "spawn" not in strategy and not scheduled:
         raise ConfigError(f"trainer.strategy={strategy} with --multirun would re-run the whole sweep in every process: "
                           "use trainer.strategy=ddp_spawn (or hydra/launcher=slurm) for distributed sweeps")

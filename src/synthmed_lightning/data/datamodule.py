@@ -4,7 +4,8 @@ import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader
 
-from synthmed_lightning.data.datasets import FullImageDataset, PatchDataset, make_loader
+from synthmed_lightning.data.datasets import FullImageDataset, PatchDataset
+from synthmed_lightning.data.loading import make_loader
 from synthmed_lightning.data.readers import dataset_spec, read_dataset, read_labelled
 from synthmed_lightning.data.sample import Sample
 from synthmed_lightning.data.transforms import input_channels, resize_sample, training_augmentation
@@ -27,7 +28,7 @@ class VesselDataModule(L.LightningDataModule):
                  batch_size: int = 8, patches_per_epoch: int = 800, val_count: int = 4,
                  split_seed: int = 0, fov_diameter: float | None = None,
                  preprocess: dict | None = None, augmentation: str = "default",
-                 test_split: str = "test", num_workers: int = 0, pin_memory: bool = False,
+                 test_split: str = "test", num_workers: int | str = "auto", pin_memory: bool | str = "auto",
                  extra_train: list[dict] | None = None):
         super().__init__()
         self.source = dataset_spec(name, root, reader)
@@ -99,4 +100,4 @@ class VesselDataModule(L.LightningDataModule):
         return self.test_dataloader()
 
     def _loader(self, dataset, batch_size: int, drop_last: bool = False) -> DataLoader:
-        return make_loader(dataset, batch_size, self.num_workers, self.pin_memory, drop_last)
+        return make_loader(dataset, batch_size, self.num_workers, self.pin_memory, drop_last, self.trainer)

@@ -3,7 +3,7 @@
 import albumentations as A
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from synthmed_lightning.data.sample import Sample
 from synthmed_lightning.data.transforms import preprocess, to_tensor_layout
@@ -79,10 +79,3 @@ def crop_centered(array: np.ndarray, cy: int, cx: int, size: int) -> np.ndarray:
     padded = np.pad(array, pad)
     return padded[cy: cy + size, cx: cx + size]
 
-
-def make_loader(dataset: Dataset, batch_size: int, num_workers: int = 0, pin_memory: bool = False,
-                drop_last: bool = False) -> DataLoader:
-    """The DataLoader every DataModule here uses: no shuffling (items are drawn at random already),
-    workers kept alive between epochs when there are any."""
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, drop_last=drop_last, num_workers=num_workers,
-                      pin_memory=pin_memory, persistent_workers=num_workers > 0)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from synthmed_lightning.data.datasets import make_loader
+from synthmed_lightning.data.loading import make_loader
 from synthmed_lightning.data.readers import dataset_spec, read_labelled
 from synthmed_lightning.data.transforms import resize_binary, to_tensor_layout
 from synthmed_lightning.errors import ConfigError
@@ -177,8 +177,8 @@ class MaskDataModule(L.LightningDataModule):
     def __init__(self, name: str, root: str | None = None, reader: dict | None = None, image_size: int = 64,
                  batch_size: int = 8, samples_per_epoch: int = 1024, augmentation: str = "default",
                  rotate: float = 10.0, mask_resize: str = "linear", mask_threshold: float = 0.5,
-                 soft_masks: bool = False, with_images: bool = False, num_workers: int = 0,
-                 pin_memory: bool = False, **segmentation_only):
+                 soft_masks: bool = False, with_images: bool = False, num_workers: int | str = "auto",
+                 pin_memory: bool | str = "auto", **segmentation_only):
         super().__init__()
         self.source = dataset_spec(name, root, reader)
         self.image_size = check_image_size(image_size)
@@ -244,7 +244,8 @@ class MaskDataModule(L.LightningDataModule):
         masks = self.coverage if self.soft_masks else self.masks
         dataset = WholeMaskDataset(masks, self.images, self.samples_per_epoch,
                                    mask_augmentation(self.augmentation, self.rotate))
-        return make_loader(dataset, self.batch_size, self.num_workers, self.pin_memory, drop_last=True)
+        return make_loader(dataset, self.batch_size, self.num_workers, self.pin_memory, drop_last=True,
+                           trainer=self.trainer)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(_ReferenceSet(self.reference()), batch_size=1)

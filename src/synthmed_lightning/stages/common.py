@@ -12,6 +12,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from synthmed_lightning.data.datamodule import VesselDataModule
+from synthmed_lightning.speed import speed_options
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ def _default_wandb_offline() -> None:
 
 def build_trainer(cfg: DictConfig, callbacks: list | None = None, **overrides) -> L.Trainer:
     configured = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None and "_target_" in c]
+    configured.append(speed_options(cfg.get("speed")))
     return instantiate(cfg.trainer, callbacks=configured + list(callbacks or []), logger=build_loggers(cfg) or False,
                        **overrides)
 

@@ -15,6 +15,7 @@ import lightning as L
 from omegaconf import DictConfig
 
 from synthmed_lightning.callbacks.loss_history import LossHistory
+from synthmed_lightning.callbacks.step_timer import step_timing
 from synthmed_lightning.callbacks.sample_grids import publish_sample_grid
 from synthmed_lightning.data.transforms import resize_sample
 from synthmed_lightning.errors import ConfigError
@@ -80,6 +81,7 @@ def run_image(cfg: DictConfig) -> dict:
     metrics = {
         "val/l1": float(results[0]["val/l1"]) if results else float("nan"),
         **loss_history.summary(),
+        **step_timing(trainer),
         "train/iterations": model.generator_steps,
         "train/steps": trainer.global_step,
         "time/fit_s": fit_seconds,

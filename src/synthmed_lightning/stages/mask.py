@@ -13,6 +13,7 @@ import time
 import lightning as L
 from omegaconf import DictConfig
 
+from synthmed_lightning.callbacks.step_timer import step_timing
 from synthmed_lightning.data.mask_data import MaskDataModule, check_image_size
 from synthmed_lightning.errors import ConfigError
 from synthmed_lightning.models.gan_base import GANLossHistory, GANModule, SampleGridWriter
@@ -62,6 +63,7 @@ def train_gan(cfg: DictConfig, module_class: type[GANModule]) -> dict:
         **scalar_metrics(trainer.callback_metrics, ("val/",)),
         **init_stats,
         **{k: v for h in histories for k, v in h.summary().items()},
+        **step_timing(trainer),
         "train/iterations": iterations,
         "train/steps": trainer.global_step,
         "time/fit_s": fit_seconds,

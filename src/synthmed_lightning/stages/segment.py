@@ -6,6 +6,7 @@ import lightning as L
 from omegaconf import DictConfig
 
 from synthmed_lightning.callbacks.loss_history import LossHistory
+from synthmed_lightning.callbacks.step_timer import step_timing
 from synthmed_lightning.callbacks.prediction_writer import PredictionWriter
 from synthmed_lightning.stages.common import (build_datamodule, build_trainer, finish_loggers, instantiate_primitive,
                                               resolve_ckpt_path, run_dir, scalar_metrics, write_json)
@@ -27,6 +28,7 @@ def run_segment(cfg: DictConfig) -> dict:
     metrics = {
         **scalar_metrics(trainer.callback_metrics, ("test/",)),
         **loss_history.summary(),
+        **step_timing(trainer),
         "train/steps": trainer.global_step,
         "time/fit_s": fit_seconds,
         "time/total_s": time.perf_counter() - start,

@@ -1,0 +1,59 @@
+"""DataLoader settings chosen for the machine (`data.num_workers` / `data.pin_memory`: `auto`).
+
+Every reader decodes its files once, when the DataModule is set up: datasets hold decoded arrays
+(`Sample`, preprocessed once), so an epoch never re-decodes a TIFF or GIF and workers only crop,
+augment and convert. That work is cheap next to a training step (`make bench` measures the ratio),
+which is what the `auto` rules below rest on.
+"""
+
+import os
+
+from torch.utils.data import DataLoader, Dataset
+
+from synthmed_lightning.errors import ConfigError
+
+# More workers than this rarely help: items are crops of images already in memory.
+_MAX_AUTO_WORKERS = 8
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (CPU affinity / cgroup-restricted sets), not the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def loader_settings(num_workers="auto", pin_memory="auto", trainer=None) -> dict:
+    """`num_workers`, `pin_memory`, `persistent_workers` for a DataLoader.
+
+    auto workers: on a GPU, the training process mostly waits for the device, so each process
+    (one per device under DDP) gets its share of the cores minus one for itself, at most 8; on
+    CPU, 0: the training step already keeps every core busy with torch threads, and a worker would
+    take a core from it to save the small share of time spent on data. auto pin_memory: on CUDA GPUs.
+    Workers persist between epochs (the datasets are small and epochs short).
+    """
+    check_loader_settings(num_workers, pin_memory)
+    accelerator = type(getattr(trainer, "accelerator", None)).__name__
+    on_gpu = accelerator not in ("CPUAccelerator", "NoneType")
+    if num_workers == "auto":
+        processes = max(1, int(getattr(trainer, "num_devices", 1) or 1)) if trainer is not None else 1
+        num_workers = min(_MAX_AUTO_WORKERS, max(0, usable_cores() // processes - 1)) if on_gpu else 0
+    if pin_memory == "auto":
+        pin_memory = accelerator == "CUDAAccelerator"  # pinned memory speeds up host-to-CUDA copies only
+    return {"num_workers": num_workers, "pin_memory": pin_memory, "persistent_workers": num_workers > 0}
+
+
+def check_loader_settings(num_workers, pin_memory) -> None:
+    if num_workers != "auto" and (isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0):
+        raise ConfigError(f"data.num_workers={num_workers!r}: expected auto or an integer >= 0")
+    if pin_memory != "auto" and not isinstance(pin_memory, bool):
+        raise ConfigError(f"data.pin_memory={pin_memory!r}: expected auto, true or false")
+
+
+def make_loader(dataset: Dataset, batch_size: int, num_workers="auto", pin_memory="auto", drop_last: bool = False,
+                trainer=None) -> DataLoader:
+    """The DataLoader every DataModule here uses: no shuffling (items are drawn at random already),
+    workers and pinned memory as `loader_settings` decides for the trainer's machine."""
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, drop_last=drop_last,
+                      **loader_settings(num_workers, pin_memory, trainer))

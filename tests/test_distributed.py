@@ -1,0 +1,103 @@
+"""Distributed runs through Lightning's own strategies, on CPU processes (`trainer=ddp_cpu`), and the
+Hydra launchers for clusters (`hydra/launcher=slurm`, its local twin `hydra/launcher=local`)."""
+
+import json
+
+import pytest
+import torch
+
+from conftest import SMOKE, assert_ok, run_cli
+from synthmed_lightning.checkpoints import load_checkpoint
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["mask", "image"])
+def test_gan_ddp_ranks_stay_identical_and_only_rank0_writes(tmp_path, stage):
+    """Two processes, manual optimisation with two optimizers: both ranks see different batches, yet
+    every parameter (G and D) ends bit-identical on both (gradients all-reduced in each
+    manual_backward); the checkpoint holds those weights, and rank 1 writes no file. BatchNorm running
+    statistics are buffers, updated from each rank's own last batch, so they are not compared."""
+    out, probe = tmp_path / "run", tmp_path / "probe"
+    assert_ok(run_cli(f"stage={stage}", *SMOKE, "trainer=ddp_cpu", "trainer.devices=2", "logger=none",
+                      f"profile.{stage}.iterations=6", f"profile.{stage}.val_every=3", f"hydra.run.dir={out}",
+                      "+callbacks.probe._target_=tests.ddp_probe.RankProbe", f"+callbacks.probe.out_dir={probe}"))
+    ranks = [json.loads((probe / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert all(r["world_size"] == 2 for r in ranks)
+    assert ranks[0]["first_batch"] != ranks[1]["first_batch"]  # each rank trained on its own data
+    weights = [torch.load(probe / f"rank{r}.pt") for r in (0, 1)]
+    assert any(k.startswith("generator.") for k in weights[0]) and any(k.startswith("discriminator.") for k in weights[0])
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    saved = load_checkpoint(out / "checkpoints" / "last.ckpt", stage)["state_dict"]
+    assert all(torch.equal(saved[k], weights[0][k]) for k in weights[0])
+    assert ranks[1]["checkpoint"] == 0 and ranks[1]["png"] == 0
+    assert ranks[0]["checkpoint"] >= 1 and ranks[0]["png"] >= 3  # validations at 3 and 6, and the final one
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["last.ckpt"]
+    assert json.loads((out / "metrics.json").read_text())["train/iterations"] == 6
+
+
+def _compose(*overrides: str):
+    from hydra import compose, initialize_config_dir
+
+    from synthmed_lightning.config import register_configs
+    from synthmed_lightning.resources import config_dir
+
+    register_configs()
+    with initialize_config_dir(str(config_dir()), version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=True)
+
+
+def test_slurm_launcher_takes_its_sizes_from_the_trainer():
+    """hydra/launcher=slurm asks SLURM for nodes = trainer.num_nodes and one task and GPU per device."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="hydra-submitit-launcher not installed (pip install -e '.[slurm]')")
+    from hydra.core.utils import setup_globals
+    from hydra.utils import instantiate
+
+    setup_globals()  # Hydra's `now` resolver, used by the sweep dir
+    cfg = _compose("stage=image", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2", "hydra/launcher=slurm",
+                   "hydra.launcher.partition=gpu")
+    launcher = instantiate(cfg.hydra.launcher)
+    assert type(launcher).__name__ == "SlurmLauncher"
+    assert launcher.params["nodes"] == 2
+    assert launcher.params["tasks_per_node"] == 4 and launcher.params["gpus_per_node"] == 4
+    assert launcher.params["partition"] == "gpu" and launcher.params["timeout_min"] > 0
+
+
+def test_multirun_ddp_is_allowed_under_the_slurm_launcher():
+    """SLURM starts the processes, so `-m` with `trainer=ddp` is fine there (and refused otherwise,
+    tests/test_cli_errors.py)."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="hydra-submitit-launcher not installed")
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import open_dict
+
+    from synthmed_lightning.config import _check_distributed
+    from synthmed_lightning.errors import ConfigError
+
+    for launcher, allowed in (("slurm", True), ("local", False)):
+        cfg = _compose("trainer=ddp_cpu", f"hydra/launcher={launcher}")
+        with open_dict(cfg):
+            cfg.hydra.mode = RunMode.MULTIRUN
+        HydraConfig.instance().set_config(cfg)
+        try:
+            if allowed:
+                _check_distributed(cfg)
+            else:
+                with pytest.raises(ConfigError, match="ddp_spawn"):
+                    _check_distributed(cfg)
+        finally:
+            HydraConfig.instance().cfg = None
+
+
+@pytest.mark.slow
+def test_local_submitit_launcher_runs_a_sweep(tmp_path):
+    """hydra/launcher=local: the submitit launcher runs each sweep point as a job (a subprocess here,
+    a SLURM job with hydra/launcher=slurm); both points finish with their own run directory."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="hydra-submitit-launcher not installed (pip install -e '.[slurm]')")
+    result = run_cli("-m", "stage=segment", *SMOKE, "hydra/launcher=local", "trainer.max_steps=3", "model.lr=1e-3,2e-3",
+                     f"hydra.sweep.dir={tmp_path}")
+    assert_ok(result)
+    for job in ("0", "1"):
+        metrics = json.loads((tmp_path / job / "metrics.json").read_text())
+        assert metrics["train/steps"] == 3
+    assert (tmp_path / ".submitit").is_dir()  # the jobs went through submitit

@@ -21,9 +21,6 @@ from synthmed_lightning.models.mask_gan import MaskGAN
 from synthmed_lightning.stages.common import (build_datamodule, build_trainer, finish_loggers, gan_strategy,
                                               instantiate_primitive, resolve_ckpt_path, run_dir, scalar_metrics, write_json)
 
-# DDP all-reduces in every manual_backward; the D step leaves G without gradients, so plain DDP
-# fails with "parameters that were not used" (PITFALLS.md): GAN stages need this variant.
-
 
 def run_mask(cfg: DictConfig) -> dict:
     return train_gan(cfg, MaskGAN)

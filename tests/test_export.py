@@ -178,3 +178,29 @@ def test_a_killed_generate_leaves_no_folder_that_looks_complete(generators, tmp_
     assert len(leftovers) == 1 and not (leftovers[0] / MANIFEST).exists()
     assert_ok(run_cli(*command[3:8], "num_samples=2", f"out_dir={tmp_path / 'synthetic'}"))
     assert verify_manifest(tmp_path / "synthetic") == []
+
+
+def test_verify_command_names_the_tampered_file(tmp_path):
+    """`stage=verify`: exit 0 on an intact export; one line naming the file after a change to an
+    image, and after a change to the manifest itself (checked against its published sha256)."""
+    out = tmp_path / "synthetic"
+    _export(out)
+    published = sha256_file(out / MANIFEST)
+    verify = ("stage=verify", f"synthetic_dir={out}", f"hydra.run.dir={tmp_path / 'run'}")
+    result = run_cli(*verify, f"manifest_sha256={published}")
+    assert_ok(result)
+    assert json.loads((tmp_path / "run" / "verify.json").read_text())["ok"] is True
+
+    manifest = json.loads((out / MANIFEST).read_text())
+    manifest["files"]["masks/0001.png"] = "0" * 64  # a forged hash
+    (out / MANIFEST).write_text(json.dumps(manifest))
+    assert_one_line_error(run_cli(*verify), "does not match its manifest", "changed: masks/0001.png")
+    assert_one_line_error(run_cli(*verify, f"manifest_sha256={published}"), "changed: manifest.json")
+
+    _export(out, overwrite=True)
+    image = out / "images" / "0002.png"
+    image.write_bytes(image.read_bytes()[:-1] + b"\x00")
+    assert_one_line_error(run_cli(*verify), f"synthetic_dir={out}", "changed: images/0002.png")
+    report = json.loads((tmp_path / "run" / "verify.json").read_text())
+    assert report["ok"] is False and report["problems"] == ["changed: images/0002.png (sha256 differs from the manifest)"]
+    assert_one_line_error(run_cli(*verify[:1], f"synthetic_dir={tmp_path / 'nowhere'}", verify[2]), "nowhere", "folder not found")

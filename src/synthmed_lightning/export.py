@@ -119,8 +119,10 @@ class DatasetWriter:
         if not self.stems:
             raise DataError(f"nothing to write to {self.out_dir}: no samples")
         manifest = {"format": FORMAT, "count": len(self.stems), **(extra or {}), "files": dict(sorted(self.files.items()))}
+        text = json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n"
+        self.manifest_sha256 = hashlib.sha256(text.encode()).hexdigest()  # publish it: `stage=verify manifest_sha256=`
         with self._disk_errors(self.tmp_dir / MANIFEST):
-            (self.tmp_dir / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
+            (self.tmp_dir / MANIFEST).write_text(text)
             _fsync_tree(self.tmp_dir)
         if self.out_dir.exists():
             if not self.overwrite:
@@ -182,7 +184,9 @@ def verify_manifest(folder: str | Path) -> list[str]:
     problems = []
     for relative, expected in sorted(files.items()):
         path = folder / relative
-        if not path.is_file():
+        if Path(relative).is_absolute() or ".." in Path(relative).parts:
+            problems.append(f"unsafe path in the manifest: {relative}")
+        elif not path.is_file():
             problems.append(f"missing: {relative}")
         elif sha256_file(path) != expected:
             problems.append(f"changed: {relative} (sha256 differs from the manifest)")

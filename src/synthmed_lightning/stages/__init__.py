@@ -15,6 +15,8 @@ STAGES = {
     "image": "synthmed_lightning.stages.image:run_image",
     "generate": "synthmed_lightning.stages.generate:run_generate",
     "pseudolabel": "synthmed_lightning.stages.pseudolabel:run_pseudolabel",
+    "verify": "synthmed_lightning.stages.verify:run_verify",
+    "audit": "synthmed_lightning.stages.audit:run_audit_stage",
 }
 
 

@@ -1,0 +1,198 @@
+"""Privacy audit of an exported synthetic set (`stage=audit`, or `run_audit` from Python).
+
+The question: does the synthetic set give away the real training images? Each image becomes a
+vector in two spaces, and `metrics/privacy.py` measures in each:
+- pixel: the image inside its FOV (black outside), padded to a square, area-downsampled to
+  `pixel_size` (64) px, values in [0, 1]. Catches copies, flips aside.
+- feature: the deepest U-Net encoder level, average-pooled to a 4 x 4 grid, of a trained `segment`
+  checkpoint (`segment_ckpt`): what a vessel segmenter sees, so copied vessel trees show even under
+  other colours. Without a checkpoint a fixed random-init U-Net encoder (base 16, depth 4, seeded
+  by `seed`) is used and the report says so: random convolutional features still rank similar
+  images close, but a trained encoder is the stronger test. Images enter at `feature_size` px
+  (default: the real training images' longer side, i.e. the scale the segmenter learned).
+
+Training set: the real dataset's train split (what the generators learned from); held-out set:
+its test split (or another dataset). Writes `audit.json` and, for the `worst` synthetic images
+closest to being copies (smallest distance / near-copy threshold over both spaces),
+`nearest/worst_XX.png`: the synthetic image beside its nearest training image.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from synthmed_lightning.data.io import read_rgb
+from synthmed_lightning.data.mask_data import to_square
+from synthmed_lightning.data.readers import read_dataset
+from synthmed_lightning.data.sample import Sample
+from synthmed_lightning.data.transforms import preprocess, to_tensor_layout
+from synthmed_lightning.errors import ConfigError, DataError
+from synthmed_lightning.export import MANIFEST
+from synthmed_lightning.metrics.privacy import nearest_neighbours, privacy_report
+from synthmed_lightning.visualize import image_grid, save_png
+
+log = logging.getLogger(__name__)
+
+_GRID = 4  # the encoder's deepest map is average-pooled to GRID x GRID: coarse layout, not just "how much vessel"
+_RANDOM_ENCODER = {"base_channels": 16, "depth": 4}
+
+
+def pixel_features(sample: Sample, size: int = 64) -> np.ndarray:
+    """(size * size * 3,) float32 in [0, 1]: the image inside its FOV, squared and area-downsampled."""
+    square = to_square(sample.image * (sample.fov[..., None] > 0))
+    return cv2.resize(square, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32).ravel() / 255.0
+
+
+class EncoderFeatures:
+    """The U-Net encoder of a `segment` checkpoint (or a seeded random-init one) as a feature extractor."""
+
+    def __init__(self, segment_ckpt: str | None, seed: int = 0, device: str = "cpu"):
+        from synthmed_lightning.models.components.unet import UNet
+
+        self.device = torch.device(device)
+        if segment_ckpt:
+            from synthmed_lightning.checkpoints import load_checkpoint, restore_module
+            from synthmed_lightning.export import sha256_file
+            from synthmed_lightning.models.segmenter import Segmenter
+
+            model = restore_module(Segmenter, load_checkpoint(segment_ckpt, expected_stage="segment"))
+            self.net, self.preprocess = model.net, dict(model.hparams.preprocess or {"mode": "rgb", "clahe": False})
+            self.description = f"trained U-Net encoder of {Path(segment_ckpt).absolute()} (sha256 {sha256_file(segment_ckpt)})"
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                self.net = UNet(in_channels=3, **_RANDOM_ENCODER)
+            self.preprocess = {"mode": "rgb", "clahe": False}
+            self.description = f"random-init U-Net encoder (base 16, depth 4, seed {seed}; no segment_ckpt given)"
+        if not all(hasattr(self.net, a) for a in ("encoders", "pool", "size_multiple")):
+            raise ConfigError(f"segment_ckpt={segment_ckpt}: its network {type(self.net).__name__} has no U-Net encoder")
+        self.net = self.net.to(self.device).eval()
+
+    @torch.no_grad()
+    def __call__(self, sample: Sample, size: int) -> np.ndarray:
+        multiple = self.net.size_multiple
+        size = -(-size // multiple) * multiple
+        square = cv2.resize(to_square(sample.image * (sample.fov[..., None] > 0)), (size, size), interpolation=cv2.INTER_AREA)
+        x = torch.from_numpy(to_tensor_layout(preprocess(square, **self.preprocess)))[None].to(self.device)
+        for i, encoder in enumerate(self.net.encoders):
+            x = encoder(x if i == 0 else self.net.pool(x))
+        return F.adaptive_avg_pool2d(x, _GRID).flatten().float().cpu().numpy()
+
+
+def synthetic_samples(folder: Path) -> tuple[list[Path], Iterable[Sample]]:
+    """The export's images (streamed: a large set never sits in memory) with their FOVs."""
+    from synthmed_lightning.stages.pseudolabel import folder_images, stream_folder
+
+    images, fov_dir = folder_images(folder)
+    return images, stream_folder(images, fov_dir)
+
+
+def run_audit(synthetic_dir: str | Path, real: dict, out_dir: str | Path | None = None, *,
+              holdout: dict | None = None, holdout_split: str = "test", segment_ckpt: str | None = None,
+              pixel_size: int = 64, feature_size: int | None = None, near_copy_percentile: float = 5.0,
+              worst: int = 8, seed: int = 0, device: str = "cpu", manifest_sha256: str | None = None) -> dict:
+    """Audit `synthetic_dir` (an export) against `real` (a dataset spec, e.g. {"name": "drive", "root": ...}):
+    its train split is the training set, `holdout` (default: `real`) split `holdout_split` the held-out set.
+    Returns the report (also `out_dir/audit.json`, with `out_dir/nearest/worst_XX.png`, when out_dir is given).
+    """
+    from synthmed_lightning.stages.verify import check_export
+
+    synthetic_dir = Path(synthetic_dir)
+    if (synthetic_dir / MANIFEST).is_file():
+        check_export(synthetic_dir, manifest_sha256)  # never audit (and publish) a set that changed since export
+    elif synthetic_dir.is_dir():
+        log.warning("%s has no %s: auditing it unverified", synthetic_dir, MANIFEST)
+    else:
+        raise DataError(f"synthetic_dir={synthetic_dir}: folder not found")
+    if pixel_size < 4 or worst < 0:
+        raise ConfigError(f"audit.pixel_size={pixel_size} must be >= 4 and audit.worst={worst} >= 0")
+    train, held_out = read_dataset(real, "train"), read_dataset(holdout or real, holdout_split)
+    if len(train) < 2 or not held_out:
+        raise DataError(f"the audit needs >= 2 training and >= 1 held-out real images, got {len(train)} and {len(held_out)}")
+    encoder = EncoderFeatures(segment_ckpt, seed, device)
+    if encoder.description.startswith("random"):
+        log.warning("audit: the feature space uses a %s: segment_ckpt=<stage=segment checkpoint> gives a trained, stronger one",
+                    encoder.description)
+    size = int(feature_size or max(max(s.image.shape[:2]) for s in train))
+
+    def features(samples: Iterable[Sample]) -> dict[str, np.ndarray]:
+        rows = [(pixel_features(s, pixel_size), encoder(s, size)) for s in samples]
+        return {"pixel": np.stack([r[0] for r in rows]), "feature": np.stack([r[1] for r in rows])}
+
+    real_features = {"train": features(train), "holdout": features(held_out)}
+    _check_disjoint(real_features["train"]["pixel"], real_features["holdout"]["pixel"])
+    synthetic_paths, stream = synthetic_samples(synthetic_dir)
+    synthetic_features = features(stream)
+    log.info("audit: %d synthetic, %d training, %d held-out images", len(synthetic_paths), len(train), len(held_out))
+
+    spaces = {space: privacy_report(synthetic_features[space], real_features["train"][space],
+                                    real_features["holdout"][space], near_copy_percentile)
+              for space in ("pixel", "feature")}
+    report = {
+        "synthetic_dir": str(synthetic_dir.absolute()),
+        "synthetic_count": len(synthetic_paths),
+        "real": dict(real),
+        "holdout": {**(holdout or real), "split": holdout_split},
+        "train_count": len(train),
+        "holdout_count": len(held_out),
+        "feature_encoder": encoder.description,
+        "settings": {"pixel_size": pixel_size, "feature_size": size, "near_copy_percentile": near_copy_percentile,
+                     "seed": seed},
+        "spaces": {space: {k: v for k, v in r.items() if k != "per_synthetic"} for space, r in spaces.items()},
+        # Summary for a results table: the worse of the two spaces.
+        "near_copies": max(r["near_copies"] for r in spaces.values()),
+        "mia_auc": max(r["mia_auc"] for r in spaces.values()),
+        "worst": _worst_cases(spaces, synthetic_paths, train, worst),
+    }
+    if out_dir is not None:
+        _write_report(Path(out_dir), report, synthetic_paths, train)
+    return report
+
+
+def _check_disjoint(train: np.ndarray, held_out: np.ndarray) -> None:
+    """Members and non-members must differ, or the attack's AUC means nothing (e.g. a folder dataset
+    without split folders gives its whole folder as both splits)."""
+    distances, _ = nearest_neighbours(held_out, train)
+    if np.count_nonzero(distances == 0):
+        raise ConfigError(f"{np.count_nonzero(distances == 0)} held-out images are also training images: the audit needs a "
+                          "disjoint held-out set (a test split, or data.test={name: ..., root: ...})")
+
+
+def _worst_cases(spaces: dict, synthetic_paths: list[Path], train: list[Sample], count: int) -> list[dict]:
+    """The synthetic images closest to being near copies: smallest distance / threshold over the spaces."""
+    names = list(spaces)
+    ratios = np.stack([spaces[s]["per_synthetic"]["distance"] / max(spaces[s]["near_copy_threshold"], 1e-12) for s in names])
+    worst = []
+    for rank, i in enumerate(np.argsort(ratios.min(axis=0), kind="stable")[:count]):
+        space = names[int(np.argmin(ratios[:, i]))]
+        worst.append({
+            "file": f"nearest/worst_{rank:02d}.png",
+            "synthetic": synthetic_paths[i].name,
+            "nearest_train": train[int(spaces[space]["per_synthetic"]["nearest_train"][i])].stem,
+            "space": space,
+            "distance_over_threshold": float(ratios[:, i].min()),
+            **{f"{s}_distance": float(spaces[s]["per_synthetic"]["distance"][i]) for s in names},
+        })
+    return worst
+
+
+def _write_report(out_dir: Path, report: dict, synthetic_paths: list[Path], train: list[Sample]) -> None:
+    from synthmed_lightning.stages.common import write_json
+
+    by_stem = {s.stem: s for s in train}
+    by_name = {p.name: p for p in synthetic_paths}
+    for case in report["worst"]:
+        real = by_stem[case["nearest_train"]]
+        real_image = real.image * (real.fov[..., None] > 0)
+        synthetic = read_rgb(by_name[case["synthetic"]])
+        if synthetic.shape != real_image.shape:
+            synthetic = cv2.resize(synthetic, real_image.shape[1::-1], interpolation=cv2.INTER_AREA)
+        save_png(out_dir / case["file"], image_grid([synthetic, real_image], columns=2))
+    write_json(out_dir / "audit.json", report)

@@ -37,7 +37,7 @@ def _hydra_main(cfg: DictConfig) -> dict | None:
     except OSError as error:
         if error.errno not in _DISK_ERRORS:
             raise
-        _fail(f"cannot write {error.filename or 'the run directory'}: {error.strerror} (earlier files are kept)")
+        _fail(f"{error.filename or 'the run directory'}: {error.strerror} (files written before are kept)")
 
 
 def _log_once_through_hydra() -> None:

@@ -3,7 +3,7 @@
 The question: does the synthetic set give away the real training images? Each image becomes a
 vector in two spaces, and `metrics/privacy.py` measures in each:
 - pixel: the image inside its FOV (black outside), padded to a square, area-downsampled to
-  `pixel_size` (64) px, values in [0, 1]. Catches copies, flips aside.
+  `pixel_size` (64) px, values in [0, 1].
 - feature: the deepest U-Net encoder level, average-pooled to a 4 x 4 grid, of a trained `segment`
   checkpoint (`segment_ckpt`): what a vessel segmenter sees, so copied vessel trees show even under
   other colours. Without a checkpoint a fixed random-init U-Net encoder (base 16, depth 4, seeded
@@ -11,10 +11,14 @@ vector in two spaces, and `metrics/privacy.py` measures in each:
   images close, but a trained encoder is the stronger test. Images enter at `feature_size` px
   (default: the real training images' longer side, i.e. the scale the segmenter learned).
 
+With `flips` (default) every real image also enters mirrored left-right, upside down and rotated by
+180 degrees (the GANs train with flips, and a mirrored copy is still a copy): an image's distance
+to another is that of the closest pair of views, for the near-copy threshold too.
+
 Training set: the real dataset's train split (what the generators learned from); held-out set:
 its test split (or another dataset). Writes `audit.json` and, for the `worst` synthetic images
 closest to being copies (smallest distance / near-copy threshold over both spaces),
-`nearest/worst_XX.png`: the synthetic image beside its nearest training image.
+`nearest/worst_XX.png`: the synthetic image beside its nearest training image (unflipped).
 """
 
 from __future__ import annotations
@@ -94,10 +98,19 @@ def synthetic_samples(folder: Path) -> tuple[list[Path], Iterable[Sample]]:
     return images, stream_folder(images, fov_dir)
 
 
+def flipped_views(sample: Sample) -> list[Sample]:
+    """The sample as is, mirrored left-right, upside down, and both (a 180-degree rotation)."""
+    def flip(a, axes):
+        return np.ascontiguousarray(np.flip(a, axes)) if axes else a
+    return [Sample(image=flip(sample.image, axes), mask=None if sample.mask is None else flip(sample.mask, axes),
+                   fov=flip(sample.fov, axes), stem=sample.stem) for axes in ((), (1,), (0,), (0, 1))]
+
+
 def run_audit(synthetic_dir: str | Path, real: dict, out_dir: str | Path | None = None, *,
               holdout: dict | None = None, holdout_split: str = "test", segment_ckpt: str | None = None,
               pixel_size: int = 64, feature_size: int | None = None, near_copy_percentile: float = 5.0,
-              worst: int = 8, seed: int = 0, device: str = "cpu", manifest_sha256: str | None = None) -> dict:
+              flips: bool = True, worst: int = 8, seed: int = 0, device: str = "cpu",
+              manifest_sha256: str | None = None) -> dict:
     """Audit `synthetic_dir` (an export) against `real` (a dataset spec, e.g. {"name": "drive", "root": ...}):
     its train split is the training set, `holdout` (default: `real`) split `holdout_split` the held-out set.
     Returns the report (also `out_dir/audit.json`, with `out_dir/nearest/worst_XX.png`, when out_dir is given).
@@ -122,11 +135,16 @@ def run_audit(synthetic_dir: str | Path, real: dict, out_dir: str | Path | None 
                     encoder.description)
     size = int(feature_size or max(max(s.image.shape[:2]) for s in train))
 
-    def features(samples: Iterable[Sample]) -> dict[str, np.ndarray]:
-        rows = [(pixel_features(s, pixel_size), encoder(s, size)) for s in samples]
-        return {"pixel": np.stack([r[0] for r in rows]), "feature": np.stack([r[1] for r in rows])}
+    def features(samples: Iterable[Sample], views: bool = False) -> dict[str, np.ndarray]:
+        """Per space (n, 1, d), or (n, 4, d) with the flipped views of every image."""
+        pixel, feature = [], []
+        for sample in samples:
+            group = flipped_views(sample) if views else [sample]
+            pixel.append(np.stack([pixel_features(v, pixel_size) for v in group]))
+            feature.append(np.stack([encoder(v, size) for v in group]))
+        return {"pixel": np.stack(pixel), "feature": np.stack(feature)}
 
-    real_features = {"train": features(train), "holdout": features(held_out)}
+    real_features = {"train": features(train, flips), "holdout": features(held_out, flips)}
     _check_disjoint(real_features["train"]["pixel"], real_features["holdout"]["pixel"])
     synthetic_paths, stream = synthetic_samples(synthetic_dir)
     synthetic_features = features(stream)
@@ -144,7 +162,7 @@ def run_audit(synthetic_dir: str | Path, real: dict, out_dir: str | Path | None 
         "holdout_count": len(held_out),
         "feature_encoder": encoder.description,
         "settings": {"pixel_size": pixel_size, "feature_size": size, "near_copy_percentile": near_copy_percentile,
-                     "seed": seed},
+                     "flips": flips, "seed": seed},
         "spaces": {space: {k: v for k, v in r.items() if k != "per_synthetic"} for space, r in spaces.items()},
         # Summary for a results table: the worse of the two spaces.
         "near_copies": max(r["near_copies"] for r in spaces.values()),

@@ -22,6 +22,18 @@ def test_nearest_neighbours_rms_distance_and_self_exclusion():
         nearest_neighbours(np.zeros((2, 3)), np.zeros((2, 4)))
 
 
+def test_views_make_a_flipped_copy_a_copy():
+    image = np.arange(12.0).reshape(3, 4)
+    views = np.stack([image.ravel(), image[:, ::-1].ravel()])  # the image and its mirror image
+    distance, _ = nearest_neighbours(image[:, ::-1].ravel()[None], image.ravel()[None])
+    assert distance[0] > 1
+    distance, _ = nearest_neighbours(image[:, ::-1].ravel()[None], views[None])
+    assert distance[0] == 0.0
+    train = np.stack([views, views + 100.0])  # (2 items, 2 views, 12)
+    distance, index = nearest_neighbours(train, train, exclude_self=True)
+    assert index.tolist() == [1, 0] and distance[0] == pytest.approx(100.0)
+
+
 def test_identical_copies_are_flagged_and_fresh_samples_are_not():
     train = _points(20, 0)
     synthetic = np.concatenate([train[:5], _points(15, 1) + 3.0])  # 5 copies, 15 unlike any training point

@@ -2,10 +2,10 @@
 
 A synthetic set leaks when it holds copies (or near copies) of training images, or when being in
 the training set makes a real image measurably closer to the synthetic set than a comparable image
-that was not. All functions work on feature vectors (one row per image) in any space: pixels of a
-downsampled image inside its FOV, or a network's features; distances are root-mean-square
-Euclidean (the L2 distance divided by sqrt(dimension)), so their scale does not depend on the
-feature size.
+that was not. All functions work on feature vectors (one row per image, or one per view of an image such as
+its flips) in any space: pixels of a downsampled image inside its FOV, or a network's features;
+distances are root-mean-square Euclidean (the L2 distance divided by sqrt(dimension)), so their
+scale does not depend on the feature size.
 
 - `nearest_neighbours`: each query's nearest reference and its distance (optionally leaving out the
   query itself when both sets are the same).
@@ -26,34 +26,42 @@ import torch
 _CHUNK = 1024
 
 
-def _as_matrix(x) -> torch.Tensor:
+def _as_views(x) -> torch.Tensor:
+    """(n, d) or (n, views, d) -> float64 (n, views, d)."""
     x = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x, dtype=torch.float64)
-    if x.dim() != 2 or x.shape[0] == 0:
-        raise ValueError(f"expected a non-empty (n, d) matrix of feature vectors, got shape {tuple(x.shape)}")
+    if x.dim() == 2:
+        x = x[:, None]
+    if x.dim() != 3 or x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f"expected non-empty feature vectors, (n, d) or (n, views, d), got shape {tuple(x.shape)}")
     return x
 
 
 def nearest_neighbours(query, reference, exclude_self: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """(distance, index) of each query row's nearest reference row, RMS Euclidean.
+    """(distance, index) of each query item's nearest reference item, RMS Euclidean.
 
-    `exclude_self=True` (query and reference the same set): a row is not its own neighbour.
+    Items are rows of (n, d), or (n, views, d) for several views of one image (e.g. its flips):
+    two items are as far apart as their closest pair of views, so a flipped copy is still a copy.
+    `exclude_self=True` (query and reference the same set): an item is not its own neighbour.
     """
-    q, r = _as_matrix(query), _as_matrix(reference)
-    if q.shape[1] != r.shape[1]:
-        raise ValueError(f"query has {q.shape[1]} features, reference {r.shape[1]}")
-    if exclude_self and (q.shape != r.shape or r.shape[0] < 2):
-        raise ValueError("exclude_self needs the same set of at least two rows as query and reference")
+    q, r = _as_views(query), _as_views(reference)
+    if q.shape[2] != r.shape[2]:
+        raise ValueError(f"query has {q.shape[2]} features, reference {r.shape[2]}")
+    if exclude_self and (q.shape[0] != r.shape[0] or r.shape[0] < 2):
+        raise ValueError("exclude_self needs the same set of at least two items as query and reference")
+    n, m, dim = q.shape[0], r.shape[0], q.shape[2]
+    flat_reference = r.reshape(-1, dim)
     distances, indices = [], []
-    for start in range(0, q.shape[0], _CHUNK):
-        d = torch.cdist(q[start: start + _CHUNK], r)
+    for start in range(0, n, _CHUNK):
+        chunk = q[start: start + _CHUNK]
+        d = torch.cdist(chunk.reshape(-1, dim), flat_reference).reshape(chunk.shape[0], chunk.shape[1], m, r.shape[1])
+        d = d.amin(dim=(1, 3))
         if exclude_self:
             rows = torch.arange(d.shape[0])
             d[rows, rows + start] = float("inf")
         best = d.min(dim=1)
         distances.append(best.values)
         indices.append(best.indices)
-    scale = float(q.shape[1]) ** 0.5
-    return (torch.cat(distances) / scale).numpy(), torch.cat(indices).numpy()
+    return (torch.cat(distances) / float(dim) ** 0.5).numpy(), torch.cat(indices).numpy()
 
 
 def near_copy_threshold(train, percentile: float = 5.0) -> float:
@@ -108,7 +116,7 @@ def distance_summary(distances) -> dict[str, float]:
 
 
 def privacy_report(synthetic, train, holdout, percentile: float = 5.0) -> dict:
-    """Everything the audit reports for one feature space (rows: images).
+    """Everything the audit reports for one feature space (items: (n, d) or (n, views, d), see `nearest_neighbours`).
 
     nn_synthetic_to_train / nn_train_to_train (leave-one-out) / nn_holdout_to_train: distance summaries;
     the synthetic set should sit no closer to the training images than held-out real images do

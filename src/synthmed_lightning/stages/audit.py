@@ -29,6 +29,7 @@ def run_audit_stage(cfg: DictConfig) -> dict:
         pixel_size=int(settings.pixel_size),
         feature_size=settings.feature_size,
         near_copy_percentile=float(settings.near_copy_percentile),
+        flips=bool(settings.flips),
         worst=int(settings.worst),
         seed=int(cfg.seed),
         device=str(pick_device(str(settings.device))),

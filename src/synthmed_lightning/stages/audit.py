@@ -31,7 +31,6 @@ def run_audit_stage(cfg: DictConfig) -> dict:
         near_copy_percentile=float(settings.near_copy_percentile),
         flips=bool(settings.flips),
         worst=int(settings.worst),
-        seed=int(cfg.seed),
         device=str(pick_device(str(settings.device))),
         manifest_sha256=cfg.get("manifest_sha256"),
     )

@@ -135,6 +135,8 @@ def test_resuming_with_an_incompatible_config_is_refused(tmp_path, segment_run):
     run, checkpoint = _copy_run(segment_run, tmp_path)
     result = run_cli("stage=segment", *SMOKE, "ckpt_path=last", "profile.segment.base_channels=16", f"hydra.run.dir={run}")
     assert_one_line_error(result, "last.ckpt was trained with another config", "(8, 3, 3, 3) there, (16, 3, 3, 3)")
+    result = run_cli("stage=segment", *SMOKE, "ckpt_path=last", "profile.segment.max_steps=80", f"hydra.run.dir={run}")
+    assert_one_line_error(result, "one-cycle LR schedule of 40 steps", "trainer.max_steps=40")
     assert (run / "checkpoints" / "last.ckpt").read_bytes() == checkpoint
 
 

@@ -12,6 +12,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from synthmed_lightning.checkpoints import check_resumable
+from synthmed_lightning.errors import CheckpointError
 from synthmed_lightning.data.datamodule import VesselDataModule
 
 log = logging.getLogger(__name__)
@@ -93,11 +94,23 @@ def fit(trainer: L.Trainer, model: L.LightningModule, datamodule, cfg: DictConfi
     if ckpt_path:
         checkpoint = check_resumable(ckpt_path, cfg.stage, model)
         start_step = int(checkpoint.get("global_step", 0))
+        _check_schedule_length(checkpoint, trainer, ckpt_path)
         _warn_changed_hparams(checkpoint.get("hyper_parameters") or {}, dict(model.hparams))
         log.info("Resuming from %s at global step %d", ckpt_path, start_step)
         del checkpoint
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     return start_step
+
+
+def _check_schedule_length(checkpoint: dict, trainer: L.Trainer, ckpt_path: str) -> None:
+    """A one-cycle LR schedule (segment) is laid out over the whole budget and cannot be stretched:
+    resuming with another trainer.max_steps would fail at its old last step with a traceback."""
+    for scheduler in checkpoint.get("lr_schedulers") or []:
+        total = scheduler.get("total_steps") if isinstance(scheduler, dict) else None
+        if total is not None and trainer.max_steps not in (-1, total):
+            raise CheckpointError(f"checkpoint {ckpt_path} follows a one-cycle LR schedule of {total} steps, which cannot "
+                                  f"be stretched to trainer.max_steps={trainer.max_steps}: resume with the budget it "
+                                  f"started with, trainer.max_steps={total}")
 
 
 def _warn_changed_hparams(saved: dict, current: dict) -> None:

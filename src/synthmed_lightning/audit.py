@@ -81,15 +81,17 @@ class EncoderFeatures:
         self.net = model.net
         if not all(hasattr(self.net, a) for a in ("encoders", "pool", "size_multiple")):
             raise ConfigError(f"segment_ckpt={segment_ckpt}: its network {type(self.net).__name__} has no U-Net encoder")
-        self.net = self.net.to(torch.device(device)).eval()
+        self.device = torch.device(device)
+        self.net = self.net.to(self.device).eval()
         self.preprocess = dict(model.hparams.preprocess or {"mode": "rgb", "clahe": False})
-        self.description = f"U-Net encoder levels 0-{_LEVELS - 1} of {Path(segment_ckpt).absolute()} (sha256 {sha256_file(segment_ckpt)})"
+        self.description = (f"U-Net encoder levels 0-{_LEVELS - 1} of {Path(segment_ckpt).absolute()} "
+                            f"(sha256 {sha256_file(segment_ckpt)})")
 
     @torch.no_grad()
     def __call__(self, sample: Sample, size: int) -> np.ndarray:
         size = -(-size // self.net.size_multiple) * self.net.size_multiple
         image, _ = _square(sample, size)
-        x = torch.from_numpy(to_tensor_layout(preprocess(image, **self.preprocess)))[None].to(next(self.net.parameters()).device)
+        x = torch.from_numpy(to_tensor_layout(preprocess(image, **self.preprocess)))[None].to(self.device)
         levels = []
         for i, encoder in enumerate(self.net.encoders[:_LEVELS]):
             x = encoder(x if i == 0 else self.net.pool(x))

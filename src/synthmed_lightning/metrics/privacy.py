@@ -2,10 +2,10 @@
 
 A synthetic set leaks when it holds copies (or near copies) of training images, or when being in
 the training set makes a real image measurably closer to the synthetic set than a comparable image
-that was not. All functions work on feature vectors (one row per image, or one per view of an image such as
-its flips) in any space: pixels of a downsampled image inside its FOV, or a network's features;
-distances are root-mean-square Euclidean (the L2 distance divided by sqrt(dimension)), so their
-scale does not depend on the feature size.
+that was not. All functions work on feature vectors (one row per image, or one per view of an
+image such as its flips) in any space: pixels of a downsampled image inside its FOV, or a
+network's features; distances are root-mean-square Euclidean (the L2 distance divided by
+sqrt(dimension)), so their scale does not depend on the feature size.
 
 - `nearest_neighbours`: each query's nearest reference and its distance (optionally leaving out the
   query itself when both sets are the same).

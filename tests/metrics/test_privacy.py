@@ -41,8 +41,9 @@ def test_identical_copies_are_flagged_and_fresh_samples_are_not():
     assert threshold > 0
     distance, index = nearest_neighbours(synthetic, train)
     assert count_near_copies(distance, threshold) == 5 and index[:5].tolist() == list(range(5))
-    report = privacy_report(synthetic, train, _points(20, 2))
+    report = privacy_report(synthetic, train, np.concatenate([train[:1] + 1e-9, _points(19, 2) + 3.0]))
     assert report["near_copies"] == 5 and report["near_copy_fraction"] == 0.25
+    assert report["holdout_near_copies"] == 1  # a held-out image (almost) equal to a training image
     assert report["nn_synthetic_to_train"]["min"] == 0.0
     assert report["per_synthetic"]["nearest_train"][:5].tolist() == list(range(5))
 

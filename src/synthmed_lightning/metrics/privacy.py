@@ -121,7 +121,8 @@ def privacy_report(synthetic, train, holdout, percentile: float = 5.0) -> dict:
     nn_synthetic_to_train / nn_train_to_train (leave-one-out) / nn_holdout_to_train: distance summaries;
     the synthetic set should sit no closer to the training images than held-out real images do
     (`synthetic_vs_holdout_median` < 1 says closer). near_copy_threshold, near_copies (count) and
-    near_copy_fraction; mia_auc. Also the per-synthetic-image nearest training index and distance.
+    near_copy_fraction; holdout_near_copies (held-out real images under the threshold: the false-alarm
+    count to read near_copies against); mia_auc. Also the per-synthetic-image nearest training index and distance.
     """
     _check_percentile(percentile)
     syn_d, syn_i = nearest_neighbours(synthetic, train)
@@ -140,6 +141,8 @@ def privacy_report(synthetic, train, holdout, percentile: float = 5.0) -> dict:
         "near_copy_threshold": threshold,
         "near_copies": copies,
         "near_copy_fraction": copies / len(syn_d),
+        # The same test on held-out real images: how often a fresh patient is "a near copy" (false alarms).
+        "holdout_near_copies": count_near_copies(holdout_d, threshold),
         "mia_auc": membership_inference_auc(member_d, outsider_d),
         "per_synthetic": {"distance": syn_d, "nearest_train": syn_i},
     }

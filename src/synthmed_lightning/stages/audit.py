@@ -36,7 +36,7 @@ def run_audit_stage(cfg: DictConfig) -> dict:
     )
     metrics = {"audit/near_copies": report["near_copies"], "audit/mia_auc": report["mia_auc"]}
     for space, values in report["spaces"].items():
-        for key in ("near_copies", "near_copy_threshold", "mia_auc", "synthetic_vs_holdout_median"):
+        for key in ("near_copies", "holdout_near_copies", "near_copy_threshold", "mia_auc", "synthetic_vs_holdout_median"):
             metrics[f"audit/{space}/{key}"] = values[key]
         for key in ("nn_synthetic_to_train", "nn_train_to_train", "nn_holdout_to_train"):
             metrics[f"audit/{space}/{key}_median"] = values[key]["median"]

@@ -14,8 +14,9 @@ def test_unknown_stage():
     assert_one_line_error(run_cli("stage=segmnet"), "unknown stage 'segmnet'", "segment")
 
 
-def test_unknown_data_and_profile():
+def test_unknown_data_model_and_profile():
     assert_one_line_error(run_cli("data=drvie"), "unknown data 'drvie'", "drive")
+    assert_one_line_error(run_cli("model=unet3d"), "unknown model 'unet3d'", "segmenter")
     assert_one_line_error(run_cli("profile=fast"), "unknown profile 'fast'", "smoke")
 
 
@@ -29,6 +30,23 @@ def test_mislaid_drive_root_names_the_layout(tmp_path, drive_root):
     result = run_cli("stage=segment", "data=drive", f"data.root={drive_root / 'test'}", *SMOKE,
                      f"hydra.run.dir={tmp_path / 'run'}")
     assert_one_line_error(result, "DRIVE layout", "training/images")
+
+
+def test_wrong_layout_is_named(tmp_path):
+    """A folder that exists but holds another layout (no DRIVE download needed)."""
+    (tmp_path / "photos").mkdir()
+    result = run_cli("stage=segment", "data=folder", f"data.root={tmp_path}", *SMOKE, f"hydra.run.dir={tmp_path / 'run'}")
+    assert_one_line_error(result, f"data.root={tmp_path}", "folder layout", "root/images/")
+    result = run_cli("stage=segment", "data=drive", f"data.root={tmp_path}", *SMOKE, f"hydra.run.dir={tmp_path / 'run'}")
+    assert_one_line_error(result, f"data.root={tmp_path}", "DRIVE layout", "training/images")
+
+
+def test_empty_image_folder_is_named(tmp_path):
+    for d in ("images", "masks"):
+        (tmp_path / "data" / d).mkdir(parents=True)
+    result = run_cli("stage=segment", "data=folder", f"data.root={tmp_path / 'data'}", *SMOKE,
+                     f"hydra.run.dir={tmp_path / 'run'}")
+    assert_one_line_error(result, "no images", str(tmp_path / "data" / "images"))
 
 
 def _folder_dataset(root, n=4):
@@ -56,6 +74,15 @@ def test_mask_size_mismatch_is_named(tmp_path):
     result = run_cli("stage=segment", "data=folder", f"data.root={tmp_path / 'data'}", *SMOKE,
                      f"hydra.run.dir={tmp_path / 'run'}")
     assert_one_line_error(result, "phantom_0001.png is 40x32", "64x64")
+
+
+def test_non_binary_mask_is_named(tmp_path):
+    _folder_dataset(tmp_path / "data")
+    ramp = np.tile(np.linspace(0, 255, 64).astype(np.uint8), (64, 1))
+    cv2.imwrite(str(tmp_path / "data" / "masks" / "phantom_0003.png"), ramp)
+    result = run_cli("stage=segment", "data=folder", f"data.root={tmp_path / 'data'}", *SMOKE,
+                     f"hydra.run.dir={tmp_path / 'run'}")
+    assert_one_line_error(result, "phantom_0003.png is not binary")
 
 
 def test_mistyped_setting_is_named(tmp_path):
@@ -89,3 +116,36 @@ def test_a_failed_rerun_keeps_earlier_outputs(tmp_path, segment_run):
 def test_multirun_with_subprocess_ddp_is_refused(tmp_path):
     result = run_cli("-m", "stage=segment", *SMOKE, "trainer=ddp_cpu", f"hydra.sweep.dir={tmp_path}")
     assert_one_line_error(result, "trainer.strategy=ddp", "ddp_spawn")
+
+
+def _copy_run(segment_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(segment_run, run)
+    return run, (run / "checkpoints" / "last.ckpt").read_bytes()
+
+
+def test_resuming_from_another_stage_checkpoint_is_refused(tmp_path, segment_run):
+    run, checkpoint = _copy_run(segment_run, tmp_path)
+    result = run_cli("stage=mask", *SMOKE, "ckpt_path=last", f"hydra.run.dir={run}")
+    assert_one_line_error(result, "last.ckpt comes from stage=segment, expected a stage=mask checkpoint")
+    assert (run / "checkpoints" / "last.ckpt").read_bytes() == checkpoint
+
+
+def test_resuming_with_an_incompatible_config_is_refused(tmp_path, segment_run):
+    run, checkpoint = _copy_run(segment_run, tmp_path)
+    result = run_cli("stage=segment", *SMOKE, "ckpt_path=last", "profile.segment.base_channels=16", f"hydra.run.dir={run}")
+    assert_one_line_error(result, "last.ckpt was trained with another config", "(8, 3, 3, 3) there, (16, 3, 3, 3)")
+    result = run_cli("stage=segment", *SMOKE, "ckpt_path=last", "profile.segment.max_steps=80", f"hydra.run.dir={run}")
+    assert_one_line_error(result, "one-cycle LR schedule of 40 steps", "trainer.max_steps=40")
+    assert (run / "checkpoints" / "last.ckpt").read_bytes() == checkpoint
+
+
+def test_unwritable_output_folder_is_named(tmp_path, segment_run):
+    """Where a run or an export cannot write (a file in the way; a read-only folder for non-root users)."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    result = run_cli("stage=segment", *SMOKE, f"hydra.run.dir={blocker / 'run'}")
+    assert_one_line_error(result, "hydra.run.dir=", "a_file is a file, not a folder")
+    result = run_cli("stage=pseudolabel", f"ckpt_path={segment_run / 'checkpoints' / 'last.ckpt'}",
+                     f"out_dir={blocker / 'labelled'}", f"hydra.run.dir={tmp_path / 'run'}")
+    assert_one_line_error(result, "out_dir=", "a_file is a file, not a folder")

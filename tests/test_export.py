@@ -1,15 +1,22 @@
 """The synthetic dataset writer (export.py) and stage=generate end to end (SPEC.md contract 4)."""
 
+import errno
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from conftest import assert_ok, assert_one_line_error, run_cli, smoke_run
+from conftest import PROJECT_ROOT, assert_ok, assert_one_line_error, run_cli, smoke_run
+from synthmed_lightning import export
 from synthmed_lightning.data.readers import read_dataset
-from synthmed_lightning.errors import ConfigError
+from synthmed_lightning.errors import ConfigError, DataError
 from synthmed_lightning.export import MANIFEST, DatasetWriter, read_manifest, sha256_file, verify_manifest
 
 
@@ -90,6 +97,24 @@ def test_crash_leaves_no_folder_and_keeps_the_old_one(tmp_path):
     assert read_manifest(out)["count"] == 2 and verify_manifest(out) == []
 
 
+def test_a_full_disk_keeps_the_old_export_and_says_so(tmp_path, monkeypatch):
+    out = tmp_path / "synthetic"
+    _export(out, count=2)
+    writes = []
+
+    def full_disk_open(path, mode="r", *args, **kwargs):
+        writes.append(path)
+        if len(writes) == 4:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(export, "open", full_disk_open, raising=False)
+    with pytest.raises(DataError, match=r"cannot write .*images/0001.png: No space left on device; nothing was exported"):
+        _export(out, count=3, overwrite=True)
+    assert [p.name for p in tmp_path.iterdir()] == ["synthetic"]  # no temporary folder left
+    assert read_manifest(out)["count"] == 2 and verify_manifest(out) == []
+
+
 # ------------------------------------------------------------------ stage=generate through the CLI
 
 
@@ -132,3 +157,50 @@ def test_generate_with_a_wrong_stage_checkpoint_fails_cleanly(generators, tmp_pa
                      "num_samples=2", f"out_dir={tmp_path / 'out'}")
     assert_one_line_error(result, "stage=image", "expected a stage=mask checkpoint")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_killed_generate_leaves_no_folder_that_looks_complete(generators, tmp_path):
+    """SIGKILL in the middle of an export: no out_dir, only a hidden temporary folder without a
+    manifest; the same command then exports normally."""
+    command = [sys.executable, "-m", "synthmed_lightning", "stage=generate", "profile=smoke",
+               f"hydra.run.dir={tmp_path / 'run'}", f"mask_ckpt={generators['mask']}", f"image_ckpt={generators['image']}",
+               "num_samples=500", "height=584", "width=565", f"out_dir={tmp_path / 'synthetic'}"]
+    process = subprocess.Popen(command, cwd=PROJECT_ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while process.poll() is None and time.monotonic() < deadline and not list(tmp_path.glob(".synthetic.tmp-*/images/0001.png")):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the export ended before it could be killed"
+    assert not (tmp_path / "synthetic").exists()
+    leftovers = list(tmp_path.glob(".synthetic.tmp-*"))
+    assert len(leftovers) == 1 and not (leftovers[0] / MANIFEST).exists()
+    assert_ok(run_cli(*command[3:8], "num_samples=2", f"out_dir={tmp_path / 'synthetic'}"))
+    assert verify_manifest(tmp_path / "synthetic") == []
+
+
+def test_verify_command_names_the_tampered_file(tmp_path):
+    """`stage=verify`: exit 0 on an intact export; one line naming the file after a change to an
+    image, and after a change to the manifest itself (checked against its published sha256)."""
+    out = tmp_path / "synthetic"
+    _export(out)
+    published = sha256_file(out / MANIFEST)
+    verify = ("stage=verify", f"synthetic_dir={out}", f"hydra.run.dir={tmp_path / 'run'}")
+    result = run_cli(*verify, f"manifest_sha256={published}")
+    assert_ok(result)
+    assert json.loads((tmp_path / "run" / "verify.json").read_text())["ok"] is True
+
+    manifest = json.loads((out / MANIFEST).read_text())
+    manifest["files"]["masks/0001.png"] = "0" * 64  # a forged hash
+    (out / MANIFEST).write_text(json.dumps(manifest))
+    assert_one_line_error(run_cli(*verify), "does not match its manifest", "changed: masks/0001.png")
+    assert_one_line_error(run_cli(*verify, f"manifest_sha256={published}"), "changed: manifest.json")
+
+    _export(out, overwrite=True)
+    image = out / "images" / "0002.png"
+    image.write_bytes(image.read_bytes()[:-1] + b"\x00")
+    assert_one_line_error(run_cli(*verify), f"synthetic_dir={out}", "changed: images/0002.png")
+    report = json.loads((tmp_path / "run" / "verify.json").read_text())
+    assert report["ok"] is False and report["problems"] == ["changed: images/0002.png (sha256 differs from the manifest)"]
+    assert_one_line_error(run_cli(*verify[:1], f"synthetic_dir={tmp_path / 'nowhere'}", verify[2]), "nowhere", "folder not found")

@@ -170,3 +170,13 @@ def test_a_checkpoint_from_another_network_version_fails_in_one_line(segment_run
     result = run_cli("stage=evaluate", *SMOKE, f"ckpt_path={edited}", f"hydra.run.dir={tmp_path / 'run'}")
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "do not fit this version's Segmenter" in result.stderr
+
+
+def test_same_seed_and_config_give_identical_metrics(segment_run, tmp_path):
+    """Determinism on CPU: a second run of the same command reproduces every metric (timings aside)."""
+    assert_ok(run_cli("stage=segment", *SMOKE, f"hydra.run.dir={tmp_path}"))
+    first, second = (json.loads((d / "metrics.json").read_text()) for d in (segment_run, tmp_path))
+    drop_times = lambda m: {k: v for k, v in m.items() if not k.startswith("time/")}  # noqa: E731
+    assert drop_times(first) == drop_times(second)
+    for prob in sorted((segment_run / "predictions").glob("*_prob.png")):
+        assert prob.read_bytes() == (tmp_path / "predictions" / prob.name).read_bytes(), prob.name

@@ -42,5 +42,24 @@ def restore_module(module_class, checkpoint: dict):
     return module
 
 
+def check_resumable(path: str | Path, expected_stage: str, module) -> dict:
+    """The checkpoint a training run resumes from, after checking that it comes from this stage and
+    that its weights fit the network this run's config builds (same names, same shapes). Lightning
+    would otherwise fail deep inside `load_state_dict` with a long traceback."""
+    checkpoint = load_checkpoint(path, expected_stage)
+    expected = module.state_dict()
+    missing, unexpected = _key_mismatch(expected, checkpoint["state_dict"])
+    if missing or unexpected:
+        raise CheckpointError(f"checkpoint {path} was trained with another config: {len(missing)} weights missing "
+                              f"(e.g. {missing[:1]}), {len(unexpected)} unexpected (e.g. {unexpected[:1]}); "
+                              "resume with the settings it was trained with")
+    for key, tensor in checkpoint["state_dict"].items():
+        if tuple(tensor.shape) != tuple(expected[key].shape):
+            raise CheckpointError(f"checkpoint {path} was trained with another config: {key} is "
+                                  f"{tuple(tensor.shape)} there, {tuple(expected[key].shape)} with this run's settings; "
+                                  "resume with the settings it was trained with")
+    return checkpoint
+
+
 def _key_mismatch(expected: dict, found: dict) -> tuple[list[str], list[str]]:
     return sorted(set(expected) - set(found)), sorted(set(found) - set(expected))

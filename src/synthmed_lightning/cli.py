@@ -4,6 +4,7 @@ Thin on purpose: check the command line, compose the config with Hydra, validate
 and hand it to the stage's runner. Errors the user can fix print as one line, exit code 2.
 """
 
+import errno
 import sys
 
 import hydra
@@ -14,7 +15,11 @@ from synthmed_lightning.errors import UserError
 from synthmed_lightning.resources import config_dir
 
 
-def _fail(error: Exception) -> None:
+# Errors of the disk rather than of the code: a full disk, a read-only or missing folder.
+_DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR}
+
+
+def _fail(error: Exception | str) -> None:
     print(f"error: {error}", file=sys.stderr)
     sys.exit(2)
 
@@ -29,6 +34,10 @@ def _hydra_main(cfg: DictConfig) -> dict | None:
         return run_stage(cfg)
     except UserError as error:
         _fail(error)
+    except OSError as error:
+        if error.errno not in _DISK_ERRORS:
+            raise
+        _fail(f"{error.filename or 'the run directory'}: {error.strerror} (files written before are kept)")
 
 
 def _log_once_through_hydra() -> None:

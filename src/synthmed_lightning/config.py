@@ -4,6 +4,7 @@ Hydra's own errors for an unknown group option or a wrong type are several lines
 end in a hint about HYDRA_FULL_ERROR; these checks run first and name the setting instead.
 """
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,9 +38,27 @@ def group_options(group: str) -> list[str]:
     return sorted(p.stem for p in folder.glob("*.yaml") if not p.stem.startswith("_"))
 
 
+# Settings naming a folder the run writes into: checked before Hydra, which would create the run
+# directory with a traceback when it cannot.
+OUTPUT_SETTINGS = ("hydra.run.dir", "hydra.sweep.dir", "paths.log_dir", "out_dir")
+
+
+def check_writable(path: str | Path, key: str) -> None:
+    """`path` exists as a writable folder, or can be created: its nearest existing parent is a writable folder."""
+    path = Path(path).absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"{key}={path}: cannot create it, {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{key}={path}: {existing} is not writable")
+
+
 def check_command_line(arguments: list[str]) -> None:
-    """Reject `group=unknown` before Hydra composes anything."""
+    """Reject `group=unknown` and unwritable output folders before Hydra composes anything."""
     for argument in arguments:
+        key, _, value = argument.lstrip("+").partition("=")
+        if key in OUTPUT_SETTINGS and value and "$" not in value:
+            check_writable(value, key)
         match = re.fullmatch(r"\+{0,2}(\w+)=(.*)", argument)
         if not match or match.group(1) not in (*GROUPS, "experiment"):
             continue

@@ -15,3 +15,7 @@ class DataError(UserError):
 
 class CheckpointError(UserError):
     """A checkpoint is missing, corrupt or from another stage."""
+
+
+class TrainingError(UserError):
+    """Training went wrong in a way settings can fix (a NaN/Inf loss)."""

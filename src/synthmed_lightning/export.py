@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -74,15 +75,19 @@ class DatasetWriter:
             raise ConfigError(f"out_dir={self.out_dir} already exists: choose another folder or pass overwrite=true to replace it")
         if self.out_dir.exists() and not self.out_dir.is_dir():
             raise ConfigError(f"out_dir={self.out_dir} exists and is not a folder")
-        self.out_dir.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.out_dir.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise DataError(f"out_dir={self.out_dir}: cannot create its folder ({error.strerror or error})") from None
         self.tmp_dir = self.out_dir.parent / f".{self.out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
         self.files: dict[str, str] = {}
         self.stems: list[str] = []
         self.committed = False
 
     def __enter__(self) -> DatasetWriter:
-        for folder in FOLDERS:
-            (self.tmp_dir / folder).mkdir(parents=True)
+        with self._disk_errors(self.tmp_dir):
+            for folder in FOLDERS:
+                (self.tmp_dir / folder).mkdir(parents=True)
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -92,7 +97,7 @@ class DatasetWriter:
     def _write(self, relative: str, data: bytes) -> None:
         if relative in self.files:
             raise DataError(f"two images share the name {relative}: file stems must be unique")
-        with open(self.tmp_dir / relative, "wb") as handle:
+        with self._disk_errors(self.tmp_dir / relative), open(self.tmp_dir / relative, "wb") as handle:
             handle.write(data)
         self.files[relative] = hashlib.sha256(data).hexdigest()
 
@@ -114,8 +119,11 @@ class DatasetWriter:
         if not self.stems:
             raise DataError(f"nothing to write to {self.out_dir}: no samples")
         manifest = {"format": FORMAT, "count": len(self.stems), **(extra or {}), "files": dict(sorted(self.files.items()))}
-        (self.tmp_dir / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
-        _fsync_tree(self.tmp_dir)
+        text = json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n"
+        self.manifest_sha256 = hashlib.sha256(text.encode()).hexdigest()  # publish it: `stage=verify manifest_sha256=`
+        with self._disk_errors(self.tmp_dir / MANIFEST):
+            (self.tmp_dir / MANIFEST).write_text(text)
+            _fsync_tree(self.tmp_dir)
         if self.out_dir.exists():
             if not self.overwrite:
                 raise ConfigError(f"out_dir={self.out_dir} appeared while writing: refusing to replace it (overwrite=true would)")
@@ -127,6 +135,18 @@ class DatasetWriter:
             os.replace(self.tmp_dir, self.out_dir)
         self.committed = True
         return manifest
+
+
+    @contextmanager
+    def _disk_errors(self, path: Path):
+        """A full disk or a read-only folder is the user's to fix: one line, and the old out_dir intact
+        (the temporary folder is removed on the way out)."""
+        try:
+            yield
+        except OSError as error:
+            shutil.rmtree(self.tmp_dir, ignore_errors=True)
+            raise DataError(f"cannot write {path}: {error.strerror or error}; nothing was exported, "
+                            f"{self.out_dir} is unchanged") from None
 
 
 def _fsync_tree(folder: Path) -> None:
@@ -164,7 +184,9 @@ def verify_manifest(folder: str | Path) -> list[str]:
     problems = []
     for relative, expected in sorted(files.items()):
         path = folder / relative
-        if not path.is_file():
+        if Path(relative).is_absolute() or ".." in Path(relative).parts:
+            problems.append(f"unsafe path in the manifest: {relative}")
+        elif not path.is_file():
             problems.append(f"missing: {relative}")
         elif sha256_file(path) != expected:
             problems.append(f"changed: {relative} (sha256 differs from the manifest)")

@@ -16,6 +16,8 @@ STAGES = {
     "generate": "synthmed_lightning.stages.generate:run_generate",
     "pseudolabel": "synthmed_lightning.stages.pseudolabel:run_pseudolabel",
     "study": "synthmed_lightning.stages.study:run_study",
+    "verify": "synthmed_lightning.stages.verify:run_verify",
+    "audit": "synthmed_lightning.stages.audit:run_audit_stage",
 }
 
 

@@ -11,6 +11,8 @@ import lightning as L
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from synthmed_lightning.checkpoints import check_resumable
+from synthmed_lightning.errors import CheckpointError
 from synthmed_lightning.data.datamodule import VesselDataModule
 from synthmed_lightning.speed import speed_options
 
@@ -73,12 +75,53 @@ def gan_strategy(strategy) -> object:
 
 
 def resolve_ckpt_path(cfg: DictConfig) -> str | None:
-    """`ckpt_path=last` means this run directory's last checkpoint, when there is one."""
+    """`ckpt_path=last` means this run directory's last checkpoint, when there is one: so one command
+    (with a fixed `hydra.run.dir`) both starts a run and, after a crash, resumes it."""
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path == "last":
         last = run_dir(cfg) / "checkpoints" / "last.ckpt"
+        if not last.is_file():
+            log.info("ckpt_path=last: no %s yet, starting from scratch", last)
         return str(last) if last.is_file() else None
     return ckpt_path
+
+
+def fit(trainer: L.Trainer, model: L.LightningModule, datamodule, cfg: DictConfig) -> int:
+    """`trainer.fit`, resuming from `ckpt_path` when given: the checkpoint is checked first (this
+    stage's, weights that fit this config: one-line errors) and loaded with `weights_only=True`.
+    Lightning restores the global step, optimizers, LR schedulers, callbacks' state and the module's
+    buffers (the EMA generator). Returns the global step the run started from (0 for a fresh run)."""
+    ckpt_path = resolve_ckpt_path(cfg)
+    start_step = 0
+    if ckpt_path:
+        checkpoint = check_resumable(ckpt_path, cfg.stage, model)
+        start_step = int(checkpoint.get("global_step", 0))
+        _check_schedule_length(checkpoint, trainer, ckpt_path)
+        _warn_changed_hparams(checkpoint.get("hyper_parameters") or {}, dict(model.hparams))
+        log.info("Resuming from %s at global step %d", ckpt_path, start_step)
+        del checkpoint
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    return start_step
+
+
+def _check_schedule_length(checkpoint: dict, trainer: L.Trainer, ckpt_path: str) -> None:
+    """A one-cycle LR schedule (segment) is laid out over the whole budget and cannot be stretched:
+    resuming with another trainer.max_steps would fail at its old last step with a traceback."""
+    for scheduler in checkpoint.get("lr_schedulers") or []:
+        total = scheduler.get("total_steps") if isinstance(scheduler, dict) else None
+        if total is not None and trainer.max_steps not in (-1, total):
+            raise CheckpointError(f"checkpoint {ckpt_path} follows a one-cycle LR schedule of {total} steps, which cannot "
+                                  f"be stretched to trainer.max_steps={trainer.max_steps}: resume with the budget it "
+                                  f"started with, trainer.max_steps={total}")
+
+
+def _warn_changed_hparams(saved: dict, current: dict) -> None:
+    """Settings that differ from the checkpoint's are used from here on (the optimizer's learning rate
+    is the checkpoint's, though: its state is restored): say so, since it is rarely intended."""
+    changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+    if changed:
+        log.warning("Resuming with settings that differ from the checkpoint's: %s",
+                    ", ".join(f"model.{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed[:5]))
 
 
 def write_json(path: Path, values: dict) -> None:

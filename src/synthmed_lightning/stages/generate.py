@@ -223,7 +223,9 @@ def run_generate(cfg: DictConfig) -> dict:
         "time/s_per_sample": (time.perf_counter() - start) / n,
     }
     write_json(out / "metrics.json", metrics)
-    log.info("Wrote %d synthetic samples (%dx%d, %s GAN) to %s", n, width, height, generator.mode, cfg.out_dir)
+    log.info("Wrote %d synthetic samples (%dx%d, %s GAN) to %s; its manifest.json has sha256 %s (publish it with the data: "
+             "stage=verify synthetic_dir=... manifest_sha256=... checks both)", n, width, height, generator.mode, cfg.out_dir,
+             writer.manifest_sha256)
     return metrics
 
 

@@ -19,8 +19,8 @@ from synthmed_lightning.callbacks.step_timer import step_timing
 from synthmed_lightning.callbacks.sample_grids import publish_sample_grid
 from synthmed_lightning.data.transforms import resize_sample
 from synthmed_lightning.errors import ConfigError
-from synthmed_lightning.stages.common import (build_datamodule, build_trainer, finish_loggers, gan_strategy,
-                                              instantiate_primitive, resolve_ckpt_path, run_dir, write_json)
+from synthmed_lightning.stages.common import (build_datamodule, build_trainer, finish_loggers, fit, gan_strategy,
+                                              instantiate_primitive, run_dir, write_json)
 from synthmed_lightning.visualize import image_grid
 
 
@@ -74,7 +74,7 @@ def run_image(cfg: DictConfig) -> dict:
     loss_history = LossHistory(monitor="train/l1")
     trainer = build_trainer(cfg, callbacks=[loss_history, SampleGridWriter(out / "samples")],
                             strategy=gan_strategy(cfg.trainer.get("strategy", "auto")))
-    trainer.fit(model, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg))
+    resumed_from = fit(trainer, model, datamodule, cfg)
     fit_seconds = time.perf_counter() - start
     # A final validation at the last step (max_steps may stop mid-epoch): val/l1 and the grid of the final model.
     results = trainer.validate(model, datamodule=datamodule, verbose=False)
@@ -84,6 +84,7 @@ def run_image(cfg: DictConfig) -> dict:
         **step_timing(trainer),
         "train/iterations": model.generator_steps,
         "train/steps": trainer.global_step,
+        "train/resumed_from_step": resumed_from,
         "time/fit_s": fit_seconds,
         "time/s_per_iteration": fit_seconds / max(1, model.generator_steps),
         "time/total_s": time.perf_counter() - start,

@@ -18,8 +18,8 @@ from synthmed_lightning.data.mask_data import MaskDataModule, check_image_size
 from synthmed_lightning.errors import ConfigError
 from synthmed_lightning.models.gan_base import GANLossHistory, GANModule, SampleGridWriter
 from synthmed_lightning.models.mask_gan import MaskGAN
-from synthmed_lightning.stages.common import (build_datamodule, build_trainer, finish_loggers, gan_strategy,
-                                              instantiate_primitive, resolve_ckpt_path, run_dir, scalar_metrics, write_json)
+from synthmed_lightning.stages.common import (build_datamodule, build_trainer, finish_loggers, fit, gan_strategy,
+                                              instantiate_primitive, run_dir, scalar_metrics, write_json)
 
 
 def run_mask(cfg: DictConfig) -> dict:
@@ -52,7 +52,7 @@ def train_gan(cfg: DictConfig, module_class: type[GANModule]) -> dict:
     trainer = build_trainer(cfg, callbacks=[*histories, SampleGridWriter(out / "samples")],
                             strategy=gan_strategy(cfg.trainer.get("strategy", "auto")))
     fit_start = time.perf_counter()
-    trainer.fit(model, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg))
+    resumed_from = fit(trainer, model, datamodule, cfg)
     fit_seconds = time.perf_counter() - fit_start
     iterations = int(model.iterations_done)
     trainer.validate(model, datamodule=datamodule, verbose=False)  # final statistics and grid
@@ -63,6 +63,7 @@ def train_gan(cfg: DictConfig, module_class: type[GANModule]) -> dict:
         **step_timing(trainer),
         "train/iterations": iterations,
         "train/steps": trainer.global_step,
+        "train/resumed_from_step": resumed_from,
         "time/fit_s": fit_seconds,
         "time/s_per_iteration": fit_seconds / max(1, iterations),
         "time/total_s": time.perf_counter() - start,

@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 PAPER = {"f1": {"dual_gan": 0.8877, "real": 0.8988}, "kl": {"dual_gan": 4.759, "real_subset": 4.212e-4}}
 SEGMENTATION_KEYS = ("f1_vessel", "f1_macro", "auc", "accuracy", "sensitivity", "specificity")
 _TILE_HEIGHT = 160
+# What results.json keeps of each audit.json (the rest, e.g. the worst cases, stays in the audit's run).
+_PRIVACY_KEYS = ("near_copies", "mia_auc", "feature_encoder", "spaces")
 
 
 def _read_json(path: Path) -> dict:
@@ -186,7 +188,7 @@ def write_report(cfg: DictConfig, plan: StudyPlan, steps: list[Step], timing: di
         results["stage1"] = {k.removeprefix("val/"): v for k, v in stage1.items() if k.startswith("val/")}
     audits = {c: _read_json(out / "runs" / f"audit_{c}" / "audit.json") for c in ("dual_gan", "single_gan")}
     if any(audits.values()):
-        results["privacy"] = {c: a for c, a in audits.items() if a}
+        results["privacy"] = {c: {k: a[k] for k in _PRIVACY_KEYS if k in a} for c, a in audits.items() if a}
     figures = {"samples": samples_figure(plan, out / "figures" / "samples.png"),
                "overlays": overlays_figure(out, main, out / "figures" / "overlays.png")}
     if plan.synthetic_counts:

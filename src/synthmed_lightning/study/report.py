@@ -73,14 +73,18 @@ def _labelled_row(label: str, tiles: list[np.ndarray]) -> np.ndarray:
     return np.concatenate([banner, row], axis=0)
 
 
-def samples_figure(plan: StudyPlan, path: Path, per_row: int = 3) -> Path | None:
-    """Rows real | dual GAN | single GAN, each item as image + mask (the README/report grid)."""
-    rows = {"real (training data)": read_dataset(plan.real_data, "train")[:per_row]}
+def samples_figure(plan: StudyPlan, path: Path, per_row: int = 3, with_real: bool = True) -> Path | None:
+    """Rows real | dual GAN | single GAN, each item as image + mask (the report's grid). Without the
+    real row (`with_real=False`) the figure holds synthetic data only, so it may be published where
+    the real data's licence forbids copies (DRIVE's does: the README shows that version)."""
+    rows = {"real (training data)": read_dataset(plan.real_data, "train")[:per_row]} if with_real else {}
     for condition, label in (("dual_gan", "dual GAN (Stage I + Stage II)"), ("single_gan", "single GAN")):
         if (plan.export_dir(condition) / "manifest.json").is_file():
             rows[label] = _folder(plan.export_dir(condition))[:per_row]
     drawn = [_labelled_row(label, [t for s in samples for t in (_tile(s.image), _tile(s.mask * 255))])
              for label, samples in rows.items() if samples]
+    if not drawn:
+        return None
     width = max(r.shape[1] for r in drawn)
     drawn = [np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in drawn]
     save_png(path, np.concatenate(drawn, axis=0))
@@ -189,6 +193,7 @@ def write_report(cfg: DictConfig, plan: StudyPlan, steps: list[Step], timing: di
     audits = {c: _read_json(out / "runs" / f"audit_{c}" / "audit.json") for c in ("dual_gan", "single_gan")}
     if any(audits.values()):
         results["privacy"] = {c: {k: a[k] for k in _PRIVACY_KEYS if k in a} for c, a in audits.items() if a}
+    samples_figure(plan, out / "figures" / "samples_synthetic_only.png", with_real=False)
     figures = {"samples": samples_figure(plan, out / "figures" / "samples.png"),
                "overlays": overlays_figure(out, main, out / "figures" / "overlays.png")}
     if plan.synthetic_counts:

@@ -82,3 +82,7 @@ def test_extra_train_datasets_join_the_training_images_only():
     alone = _datamodule()
     alone.setup("fit")
     assert [s.stem for s in dm.val_samples] == [s.stem for s in alone.val_samples]
+    assert dm.train_weights[0] * 4 == pytest.approx(0.5) and dm.train_weights[-1] * 3 == pytest.approx(0.5)
+    dataset = dm.train_dataloader().dataset
+    drawn = np.random.default_rng(0).choice(7, size=4000, p=dataset.weights)
+    assert 0.45 < np.mean(drawn >= 4) < 0.55  # half the patches from the 3 extra images

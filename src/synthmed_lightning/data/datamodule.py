@@ -17,7 +17,9 @@ class VesselDataModule(L.LightningDataModule):
     images held out by `split_seed`), whole validation images, and whole test images from the
     `test` dataset ({name, root, reader}; default: this dataset's `test_split`) at native size.
     `extra_train` datasets ([{name, root, reader}, ...]) add their train splits to the training
-    images only (validation stays on this dataset): e.g. real + synthetic training.
+    images only (validation stays on this dataset): e.g. real + synthetic training. They supply
+    `extra_train_share` of the training patches (uniform over images within each part), so 200
+    synthetic images do not drown 16 real ones.
 
     With `fov_diameter` set, training images are resampled so their FOV is that many pixels
     across; evaluation images stay native and the model resamples them (see `Segmenter`).
@@ -29,11 +31,15 @@ class VesselDataModule(L.LightningDataModule):
                  split_seed: int = 0, fov_diameter: float | None = None,
                  preprocess: dict | None = None, augmentation: str = "default",
                  test_split: str = "test", num_workers: int | str = "auto", pin_memory: bool | str = "auto",
-                 extra_train: list[dict] | None = None):
+                 extra_train: list[dict] | None = None, extra_train_share: float = 0.5):
         super().__init__()
         self.source = dataset_spec(name, root, reader)
         self.test_source = dataset_spec(**test) if test else None
         self.extra_sources = [dataset_spec(**extra) for extra in extra_train or []]
+        if not 0.0 < extra_train_share < 1.0:
+            raise ConfigError(f"data.extra_train_share={extra_train_share}: must be between 0 and 1")
+        self.extra_train_share = extra_train_share
+        self.train_weights: list[float] | None = None
         self.patch_size = patch_size
         self.batch_size = batch_size
         self.patches_per_epoch = patches_per_epoch
@@ -75,7 +81,11 @@ class VesselDataModule(L.LightningDataModule):
         order = np.random.default_rng(self.split_seed).permutation(len(samples))
         self.val_samples = [samples[i] for i in sorted(order[: self.val_count])]
         train = [samples[i] for i in sorted(order[self.val_count:])]
-        train += [sample for source in self.extra_sources for sample in read_labelled(source, "train")]
+        extra = [sample for source in self.extra_sources for sample in read_labelled(source, "train")]
+        if extra:
+            share = self.extra_train_share
+            self.train_weights = [(1 - share) / len(train)] * len(train) + [share / len(extra)] * len(extra)
+        train += extra
         if self.fov_diameter:
             train = [resize_sample(s, self.fov_diameter / s.fov_diameter) for s in train]
         self.train_samples = train
@@ -87,7 +97,7 @@ class VesselDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         augmentation = training_augmentation(self.augmentation, self.in_channels)
         dataset = PatchDataset(self.train_samples, self.patch_size, self.patches_per_epoch,
-                               augmentation=augmentation, **self.preprocess)
+                               augmentation=augmentation, weights=self.train_weights, **self.preprocess)
         return self._loader(dataset, self.batch_size, drop_last=True)
 
     def val_dataloader(self) -> DataLoader:

@@ -18,8 +18,10 @@ class PatchDataset(Dataset):
     """
 
     def __init__(self, samples: list[Sample], patch_size: int, length: int, mode: str = "rgb",
-                 clahe: bool = False, augmentation: A.Compose | None = None):
+                 clahe: bool = False, augmentation: A.Compose | None = None, weights: list[float] | None = None):
         self.patch_size = patch_size
+        # Probability of drawing each image (None: uniform), e.g. to balance real and synthetic images.
+        self.weights = None if weights is None else np.asarray(weights, float) / np.sum(weights)
         self.length = length
         self.augmentation = augmentation
         self.images = [preprocess(s.image, mode, clahe) for s in samples]
@@ -32,7 +34,7 @@ class PatchDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng([np.random.randint(2**31), index])
-        k = rng.integers(len(self.images))
+        k = rng.integers(len(self.images)) if self.weights is None else rng.choice(len(self.images), p=self.weights)
         cy, cx = self.fov_pixels[k][rng.integers(len(self.fov_pixels[k]))]
         image, mask, fov = (crop_centered(a, cy, cx, self.patch_size) for a in (self.images[k], self.masks[k], self.fovs[k]))
         if self.augmentation is not None:

@@ -36,6 +36,8 @@ def _forwarded_overrides() -> tuple[list[str], list[str]]:
     for override in HydraConfig.get().overrides.task:
         key = override.lstrip("+~").split("=", 1)[0]
         group = key.split(".", 1)[0].split("@", 1)[0]
+        if key in ("data", "profile"):  # the plan selects these itself
+            continue
         if group == "data":
             data.append(override)
         elif group in _FORWARDED:

@@ -51,7 +51,7 @@ def run_steps(steps: list[Step], out: Path, workers: int, threads: int, resume_a
     done = {s.name for s in steps if s.done(out)}
     total = len(steps)
     for name in sorted(done):
-        log.info("[%d/%d] %s: already done, skipped", len(done), total, name)
+        log.info("%s: already done, skipped", name)
     pending = [s for s in steps if s.name not in done]
     running: dict[str, tuple[subprocess.Popen, float, Step]] = {}
     seconds: dict[str, float] = {}
@@ -67,7 +67,7 @@ def run_steps(steps: list[Step], out: Path, workers: int, threads: int, resume_a
                     process = subprocess.Popen(_command(step) + resume_arg(step), stdout=log_file,
                                                stderr=subprocess.STDOUT, env=env)
                 running[step.name] = (process, time.perf_counter(), step)
-                log.info("[%d/%d] %s: started (stage=%s, log %s)", len(done) + len(running), total, step.name,
+                log.info("[%d/%d] %s: started (stage=%s, log %s)", total - len(pending), total, step.name,
                          step.stage, log_path)
         elif not running:
             break
@@ -79,7 +79,7 @@ def run_steps(steps: list[Step], out: Path, workers: int, threads: int, resume_a
             seconds[name] = time.perf_counter() - start
             if process.returncode == 0 and step.done(out):
                 done.add(name)
-                log.info("[%d/%d] %s: done in %s", len(done), total, name, _minutes(seconds[name]))
+                log.info("%s: done in %s (%d of %d steps done)", name, _minutes(seconds[name]), len(done), total)
             else:
                 failed.append(name)
                 log.error("%s failed (exit %s): see %s", name, process.returncode, out / "logs" / f"{name}.log")

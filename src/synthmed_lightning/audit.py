@@ -79,7 +79,7 @@ class EncoderFeatures:
 
         model = restore_module(Segmenter, load_checkpoint(segment_ckpt, expected_stage="segment"))
         self.net = model.net
-        if not all(hasattr(self.net, a) for a in ("encoders", "pool", "size_multiple")):
+        if not all(hasattr(self.net, a) for a in ("encode", "size_multiple")):
             raise ConfigError(f"segment_ckpt={segment_ckpt}: its network {type(self.net).__name__} has no U-Net encoder")
         self.device = torch.device(device)
         self.net = self.net.to(self.device).eval()
@@ -92,10 +92,7 @@ class EncoderFeatures:
         size = -(-size // self.net.size_multiple) * self.net.size_multiple
         image, _ = _square(sample, size)
         x = torch.from_numpy(to_tensor_layout(preprocess(image, **self.preprocess)))[None].to(self.device)
-        levels = []
-        for i, encoder in enumerate(self.net.encoders[:_LEVELS]):
-            x = encoder(x if i == 0 else self.net.pool(x))
-            levels.append(F.adaptive_avg_pool2d(x, _GRID).flatten())
+        levels = [F.adaptive_avg_pool2d(level, _GRID).flatten() for level in self.net.encode(x, _LEVELS)]
         return torch.cat(levels).float().cpu().numpy()
 
 

@@ -42,10 +42,11 @@ class UNet(nn.Module):
     def size_multiple(self) -> int:
         return 2**self.depth
 
-    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The encoder's feature maps, finest first; the last is the bottleneck."""
+    def encode(self, x: torch.Tensor, levels: int | None = None) -> list[torch.Tensor]:
+        """The encoder's feature maps, finest first; the last is the bottleneck. `levels` stops after
+        that many (feature extractors that need only the fine levels skip the rest)."""
         features = []
-        for i, encoder in enumerate(self.encoders):
+        for i, encoder in enumerate(self.encoders[:levels]):
             x = encoder(x if i == 0 else self.pool(x))
             features.append(x)
         return features

@@ -8,7 +8,6 @@ resumes from its last checkpoint.
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -94,15 +93,15 @@ def _check_identity(out: Path, identity: dict) -> None:
 
 
 def _parallelism(cfg: DictConfig) -> tuple[int, int]:
-    workers, threads = default_parallelism(torch.cuda.is_available() and cfg.trainer.accelerator != "cpu")
-    if cfg.study.workers != "auto":
-        workers = int(cfg.study.workers)
+    workers = None if cfg.study.workers == "auto" else int(cfg.study.workers)
+    if workers is not None and workers < 1:
+        raise ConfigError(f"study.workers={cfg.study.workers}: must be auto or >= 1")
+    workers, threads = default_parallelism(torch.cuda.is_available() and cfg.trainer.accelerator != "cpu",
+                                           workers=workers)
     if cfg.study.threads != "auto":
         threads = int(cfg.study.threads)
-    else:
-        threads = max(1, (os.cpu_count() or 1) // workers)
-    if workers < 1 or threads < 1:
-        raise ConfigError(f"study.workers={cfg.study.workers} study.threads={cfg.study.threads}: must be auto or >= 1")
+    if threads < 1:
+        raise ConfigError(f"study.threads={cfg.study.threads}: must be auto or >= 1")
     return workers, threads
 
 

@@ -21,12 +21,12 @@ log = logging.getLogger(__name__)
 _POLL_S = 2.0
 
 
-def default_parallelism(cuda: bool, cpus: int | None = None) -> tuple[int, int]:
-    """(workers, threads per worker): one run at a time on a GPU; on a CPU up to 4 runs sharing the cores."""
+def default_parallelism(cuda: bool, cpus: int | None = None, workers: int | None = None) -> tuple[int, int]:
+    """(workers, threads per worker): one run at a time on a GPU; on a CPU up to 4 runs sharing the
+    cores. Given `workers`, only the threads are chosen (the cores split between them)."""
     cpus = cpus or os.cpu_count() or 1
-    if cuda:
-        return 1, max(1, cpus)
-    workers = max(1, min(4, cpus))
+    if workers is None:
+        workers = 1 if cuda else max(1, min(4, cpus))
     return workers, max(1, cpus // workers)
 
 

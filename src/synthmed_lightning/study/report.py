@@ -46,11 +46,15 @@ def _folder(path: Path):
     return read_dataset({"name": "folder", "root": str(path)}, "train")
 
 
-def fidelity(plan: StudyPlan, tiles_per_image: int) -> dict:
+def read_exports(plan: StudyPlan) -> dict[str, list]:
+    """{condition: samples} of every finished synthetic export, read once for all figures and measures."""
+    return {c: _folder(plan.export_dir(c)) for c in ("dual_gan", "single_gan")
+            if (plan.export_dir(c) / "manifest.json").is_file()}
+
+
+def fidelity(plan: StudyPlan, real: list, exports: dict[str, list], tiles_per_image: int) -> dict:
     """KL and Fréchet distances of every synthetic export to the real training images."""
-    real = read_dataset(plan.real_data, "train")
     test = read_dataset(plan.real_data, "test")
-    exports = {c: _folder(plan.export_dir(c)) for c in ("dual_gan", "single_gan") if (plan.export_dir(c) / "manifest.json").is_file()}
     out = {"kl": kl_to_real(real, exports, test)}
     checkpoint = plan.out / "runs" / "segment_real" / "checkpoints" / "best.ckpt"
     if checkpoint.is_file():
@@ -73,14 +77,15 @@ def _labelled_row(label: str, tiles: list[np.ndarray]) -> np.ndarray:
     return np.concatenate([banner, row], axis=0)
 
 
-def samples_figure(plan: StudyPlan, path: Path, per_row: int = 3, with_real: bool = True) -> Path | None:
+_EXPORT_LABELS = {"dual_gan": "dual GAN (Stage I + Stage II)", "single_gan": "single GAN"}
+
+
+def samples_figure(real: list | None, exports: dict[str, list], path: Path, per_row: int = 3) -> Path | None:
     """Rows real | dual GAN | single GAN, each item as image + mask (the report's grid). Without the
-    real row (`with_real=False`) the figure holds synthetic data only, so it may be published where
-    the real data's licence forbids copies (DRIVE's does: the README shows that version)."""
-    rows = {"real (training data)": read_dataset(plan.real_data, "train")[:per_row]} if with_real else {}
-    for condition, label in (("dual_gan", "dual GAN (Stage I + Stage II)"), ("single_gan", "single GAN")):
-        if (plan.export_dir(condition) / "manifest.json").is_file():
-            rows[label] = _folder(plan.export_dir(condition))[:per_row]
+    real row (`real=None`) the figure holds synthetic data only, so it may be published where the
+    real data's licence forbids copies (DRIVE's does: the README shows that version)."""
+    rows = {"real (training data)": real[:per_row]} if real is not None else {}
+    rows.update({_EXPORT_LABELS[c]: samples[:per_row] for c, samples in exports.items()})
     drawn = [_labelled_row(label, [t for s in samples for t in (_tile(s.image), _tile(s.mask * 255))])
              for label, samples in rows.items() if samples]
     if not drawn:
@@ -179,8 +184,9 @@ def write_report(cfg: DictConfig, plan: StudyPlan, steps: list[Step], timing: di
     segmented = [s.name.removeprefix("segment_") for s in steps if s.stage == "segment"]
     main = [c for c in plan.conditions if c in segmented]
     seg = segmentation_results(out, main)
+    real, exports = read_dataset(plan.real_data, "train"), read_exports(plan)
     results = {"profile": cfg.profile.name, "dataset": plan.real_data["name"].upper(), "segmentation": seg,
-               **fidelity(plan, int(cfg.study.fidelity_tiles)), "timing_s": timing}
+               **fidelity(plan, real, exports, int(cfg.study.fidelity_tiles)), "timing_s": timing}
     if seg.get("real", {}).get("f1_vessel") and seg.get("dual_gan", {}).get("f1_vessel"):
         results["ratio_dual_over_real"] = seg["dual_gan"]["f1_vessel"] / seg["real"]["f1_vessel"]
     if plan.real_data["name"] == "drive":
@@ -193,8 +199,8 @@ def write_report(cfg: DictConfig, plan: StudyPlan, steps: list[Step], timing: di
     audits = {c: _read_json(out / "runs" / f"audit_{c}" / "audit.json") for c in ("dual_gan", "single_gan")}
     if any(audits.values()):
         results["privacy"] = {c: {k: a[k] for k in _PRIVACY_KEYS if k in a} for c, a in audits.items() if a}
-    samples_figure(plan, out / "figures" / "samples_synthetic_only.png", with_real=False)
-    figures = {"samples": samples_figure(plan, out / "figures" / "samples.png"),
+    samples_figure(None, exports, out / "figures" / "samples_synthetic_only.png")
+    figures = {"samples": samples_figure(real, exports, out / "figures" / "samples.png"),
                "overlays": overlays_figure(out, main, out / "figures" / "overlays.png")}
     if plan.synthetic_counts:
         counts = {n: _read_json(out / "runs" / f"segment_dual_gan_n{n}" / "metrics.json").get("test/f1_vessel")

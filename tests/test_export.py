@@ -151,6 +151,26 @@ def test_generate_is_deterministic_verifiable_and_loadable(generators, tmp_path)
     assert (tmp_path / "a_run" / "samples" / "latest.png").is_file()
 
 
+def test_generate_samples_a_global_appearance_per_image(generators, tmp_path):
+    """pix2pix paints one appearance; appearance=sampled (default) spreads the images' colour like
+    the training images', from the statistics the Stage II checkpoint keeps."""
+    from synthmed_lightning.checkpoints import load_checkpoint
+    from synthmed_lightning.data.appearance import AppearanceModel, colour_statistics
+
+    assert_ok(_generate(generators, tmp_path, "sampled", "num_samples=8"))
+    assert_ok(_generate(generators, tmp_path, "painted", "num_samples=8", "appearance=painted"))
+    spread = {}
+    for name in ("sampled", "painted"):
+        samples = read_dataset({"name": "folder", "root": str(tmp_path / name)}, "train")
+        spread[name] = np.stack([colour_statistics(s.image, s.fov) for s in samples])[:, :3].std(axis=0)
+    model = AppearanceModel.from_dict(load_checkpoint(generators["image"], "image")["hyper_parameters"]["appearance"])
+    real_spread = np.sqrt(np.diag(model.covariance))[:3]
+    assert (spread["sampled"] > 3 * spread["painted"]).all(), spread
+    assert (spread["sampled"] > 0.3 * real_spread).all(), (spread, real_spread)
+    result = _generate(generators, tmp_path, "bad", "appearance=random")
+    assert_one_line_error(result, "appearance=random")
+
+
 def test_generate_with_a_wrong_stage_checkpoint_fails_cleanly(generators, tmp_path):
     result = run_cli("stage=generate", "profile=smoke", f"hydra.run.dir={tmp_path / 'run'}",
                      f"mask_ckpt={generators['image']}", f"image_ckpt={generators['image']}",

@@ -75,3 +75,21 @@ def test_bad_speed_settings_name_the_setting(settings, fragment):
                                                 ("data.num_workers=-2", "data.num_workers")])
 def test_bad_speed_settings_fail_in_one_line(override, fragment):
     assert_one_line_error(run_cli("stage=segment", *SMOKE, override), fragment)
+
+
+def test_segment_precision_follows_the_profile(monkeypatch):
+    """quick/paper train the U-Net in bf16 only where this machine has native bf16 kernels; smoke stays fp32."""
+    from test_experiments import _compose
+
+    from synthmed_lightning import config
+
+    def precision(profile):
+        return _compose("stage=segment", f"profile={profile}").trainer.precision
+
+    assert precision("smoke") == "32-true"
+    assert precision("quick") == config.fast_precision()
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert config.fast_precision() == "32-true" and precision("paper") == "32-true"
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    assert precision("quick") == "bf16-mixed"

@@ -27,7 +27,22 @@ def gan_max_steps(iterations) -> int:
     return -1 if int(iterations) < 0 else 2 * int(iterations)
 
 
-for _name, _resolver in (("channels", input_channels), ("gan_max_steps", gan_max_steps)):
+def fast_precision() -> str:
+    """`bf16-mixed` where this machine computes bfloat16 natively (a CUDA GPU that supports it, or a
+    CPU whose oneDNN has bf16 kernels: AVX512-BF16 or AMX), else `32-true`.
+
+    On such a CPU the quick profile's U-Net step runs about 2x faster in bf16; elsewhere bf16 is
+    emulated and slower, hence the check rather than a fixed setting.
+    """
+    import torch
+
+    if torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
+    return "bf16-mixed" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "32-true"
+
+
+for _name, _resolver in (("channels", input_channels), ("gan_max_steps", gan_max_steps),
+                         ("fast_precision", fast_precision)):
     if not OmegaConf.has_resolver(_name):
         OmegaConf.register_new_resolver(_name, _resolver)
 

@@ -131,6 +131,19 @@ def test_unet_encoder_channels():
     assert bns == [False] + [True] * 6 + [False]  # none on the outermost and innermost
 
 
+def test_unet_instance_norm_uses_each_image_statistics():
+    g = UNetGenerator(base_channels=4, num_downs=5, norm="instance", dropout=0.0).eval()
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in g.modules())
+    assert sum(isinstance(m, nn.InstanceNorm2d) for m in g.modules()) == 3 + 4  # inner downs + all but the outermost up
+    x = torch.randn(2, 2, 32, 32)
+    # Per-image statistics: an image's output does not depend on the rest of the batch, and
+    # eval mode paints what train mode paints (BatchNorm's running statistics would differ).
+    torch.testing.assert_close(g(x)[:1], g(x[:1]))
+    torch.testing.assert_close(g(x), g.train()(x))
+    with pytest.raises(ValueError, match="norm"):
+        UNetGenerator(norm="group")
+
+
 def test_unet_rejects_bad_size():
     g = UNetGenerator(base_channels=2, num_downs=5)
     with pytest.raises(ValueError, match="48x32"):

@@ -49,11 +49,14 @@ class ImageGAN(L.LightningModule):
     hyperparameters). `paint` is the API the generate stage uses: any image size, deterministic.
     `train_fov_diameter` records the FOV scale (px) it learned at: vessels painted onto masks of
     another scale get the wrong width, so `stage=generate` warns about a mismatch.
+    `appearance` is the training images' colour-statistics model (`data/appearance.py`,
+    `AppearanceModel.to_dict`): the export samples each image's global appearance from it.
     """
 
     def __init__(self, generator: dict, discriminator: dict, lr: float = 2e-4, beta1: float = 0.5,
                  beta2: float = 0.999, l1_weight: float = 100.0, loss: str = "nonsaturating",
-                 d_loss_scale: float = 0.5, paint_batch_size: int = 4, train_fov_diameter: float | None = None):
+                 d_loss_scale: float = 0.5, paint_batch_size: int = 4, train_fov_diameter: float | None = None,
+                 appearance: dict | None = None):
         super().__init__()
         if loss not in LOSS_KINDS:
             raise ValueError(f"unknown GAN loss {loss!r}: expected one of {', '.join(LOSS_KINDS)}")

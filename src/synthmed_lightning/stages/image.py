@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 from synthmed_lightning.callbacks.loss_history import LossHistory
 from synthmed_lightning.callbacks.step_timer import step_timing
 from synthmed_lightning.callbacks.sample_grids import publish_sample_grid
+from synthmed_lightning.data.appearance import AppearanceModel
 from synthmed_lightning.data.transforms import resize_sample
 from synthmed_lightning.errors import ConfigError
 from synthmed_lightning.stages.common import (build_datamodule, build_trainer, finish_loggers, fit, gan_strategy,
@@ -68,7 +69,10 @@ def run_image(cfg: DictConfig) -> dict:
         # images at that scale too (the segmenter's evaluation maps back to native size, pix2pix need not).
         datamodule.val_samples = [resize_sample(s, datamodule.fov_diameter / s.fov_diameter) for s in datamodule.val_samples]
     try:
-        model = instantiate_primitive(cfg.model, train_fov_diameter=datamodule.train_fov_diameter)
+        appearance = AppearanceModel.fit([s.image for s in datamodule.train_samples],
+                                         [s.fov for s in datamodule.train_samples])
+        model = instantiate_primitive(cfg.model, train_fov_diameter=datamodule.train_fov_diameter,
+                                      appearance=appearance.to_dict())
     except ValueError as error:  # an unknown loss, a bad dropout or depth, ...
         raise ConfigError(f"model: {str(error).splitlines()[0]}") from None
     loss_history = LossHistory(monitor="train/l1")

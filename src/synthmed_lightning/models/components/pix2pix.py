@@ -12,24 +12,39 @@ from torch import nn
 
 from .dcgan import init_dcgan_weights, maybe_spectral_norm, stage_channels
 
+NORMS = ("batch", "instance")
 
-def _down(in_ch: int, out_ch: int, outermost: bool, innermost: bool) -> nn.Sequential:
-    """Encoder step: LeakyReLU(0.2) -> 4x4 stride-2 conv -> BatchNorm.
+
+def _norm(kind: str, channels: int) -> nn.Module:
+    """BatchNorm (published pix2pix) or affine InstanceNorm (CycleGAN, pix2pixHD).
+
+    Why instance: with the small batches of CPU training, BatchNorm's running statistics differ
+    from the batch statistics the generator was trained under, and eval-mode painting came out
+    darker than real fundus images (DRIVE, quick profile: red mean 126 against 197). Instance
+    norm uses the same per-image statistics in training and painting.
+    """
+    if kind == "instance":
+        return nn.InstanceNorm2d(channels, affine=True)
+    return nn.BatchNorm2d(channels)
+
+
+def _down(in_ch: int, out_ch: int, outermost: bool, innermost: bool, norm: str = "batch") -> nn.Sequential:
+    """Encoder step: LeakyReLU(0.2) -> 4x4 stride-2 conv -> norm.
 
     The outermost step sees the raw input (no activation) and, like the
-    innermost (1x1 bottleneck for 256 px, where BatchNorm of a single value per
-    channel is degenerate), has no BatchNorm.
+    innermost (1x1 bottleneck for 256 px, where normalising a single value per
+    channel is degenerate), has no norm.
     """
     layers: list[nn.Module] = [] if outermost else [nn.LeakyReLU(0.2)]
-    use_bn = not (outermost or innermost)
-    layers.append(nn.Conv2d(in_ch, out_ch, kernel_size=4, stride=2, padding=1, bias=not use_bn))
-    if use_bn:
-        layers.append(nn.BatchNorm2d(out_ch))
+    use_norm = not (outermost or innermost)
+    layers.append(nn.Conv2d(in_ch, out_ch, kernel_size=4, stride=2, padding=1, bias=not use_norm))
+    if use_norm:
+        layers.append(_norm(norm, out_ch))
     return nn.Sequential(*layers)
 
 
-def _up(in_ch: int, out_ch: int, outermost: bool, dropout: float) -> nn.Sequential:
-    """Decoder step: ReLU -> 4x4 stride-2 transposed conv -> BatchNorm [-> Dropout]; tanh when outermost."""
+def _up(in_ch: int, out_ch: int, outermost: bool, dropout: float, norm: str = "batch") -> nn.Sequential:
+    """Decoder step: ReLU -> 4x4 stride-2 transposed conv -> norm [-> Dropout]; tanh when outermost."""
     layers: list[nn.Module] = [
         nn.ReLU(),
         nn.ConvTranspose2d(in_ch, out_ch, kernel_size=4, stride=2, padding=1, bias=outermost),
@@ -37,7 +52,7 @@ def _up(in_ch: int, out_ch: int, outermost: bool, dropout: float) -> nn.Sequenti
     if outermost:
         layers.append(nn.Tanh())
         return nn.Sequential(*layers)
-    layers.append(nn.BatchNorm2d(out_ch))
+    layers.append(_norm(norm, out_ch))
     if dropout > 0:
         layers.append(nn.Dropout(dropout))
     return nn.Sequential(*layers)
@@ -65,8 +80,11 @@ class UNetGenerator(nn.Module):
         base_channels: int = 64,
         num_downs: int = 8,
         dropout: float = 0.5,
+        norm: str = "batch",
     ) -> None:
         super().__init__()
+        if norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
         if num_downs < 1:
             raise ValueError(f"num_downs must be >= 1, got {num_downs}")
         if not 0.0 <= dropout < 1.0:
@@ -82,6 +100,7 @@ class UNetGenerator(nn.Module):
                 chans[i],
                 outermost=i == 0,
                 innermost=i == num_downs - 1,
+                norm=norm,
             )
             for i in range(num_downs)
         )
@@ -92,7 +111,7 @@ class UNetGenerator(nn.Module):
             in_ch = chans[level] * (1 if j == 0 else 2)
             outermost = level == 0
             out_ch = out_channels if outermost else chans[level - 1]
-            ups.append(_up(in_ch, out_ch, outermost, dropout if j < 3 else 0.0))
+            ups.append(_up(in_ch, out_ch, outermost, dropout if j < 3 else 0.0, norm))
         self.ups = nn.ModuleList(ups)
         self.apply(init_dcgan_weights)
 

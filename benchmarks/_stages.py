@@ -101,13 +101,16 @@ def lightning_clock(s: Subject, batches: list, steps: int, warmup: int) -> Clock
     return clock
 
 
-def plain_clock(s: Subject, batches: list, steps: int, warmup: int) -> Clock:
-    """Step times of the same step as a plain PyTorch loop (no Trainer, no logging)."""
+def plain_clock(s: Subject, batches: list, steps: int, warmup: int, precision: str | None = None) -> Clock:
+    """Step times of the same step as a plain PyTorch loop (no Trainer, no logging), in the config's
+    `trainer.precision` (bf16 autocast for bf16-mixed, as Lightning does) unless `precision` is given."""
     model = s.new_model().train()
     step = PLAIN_STEPS[s.stage](model, warmup + steps)
+    bf16 = str(precision or s.cfg.trainer.precision).startswith(("bf16", "16"))
     clock = Clock(warmup)
     for i in range(warmup + steps):
-        step(batches[i % len(batches)])
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            step(batches[i % len(batches)])
         clock.tick()
     return clock
 

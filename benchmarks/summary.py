@@ -21,6 +21,14 @@ def lines() -> list[str]:
             out.append(f"| {stage} | {r['batch_size']} | {r['cpu']['plain_step_s'] * 1e3:.1f} | {r['cpu']['lightning_step_s'] * 1e3:.1f} "
                        f"| {r['cpu']['ratio']:.3f} | {r['wall']['ratio']:.3f} |")
         out.append("")
+    precision = _load("precision")
+    if precision:
+        out += [f"## bf16 autocast vs float32, plain training step ({precision['data']}, {precision['torch_threads']} torch thread; "
+                f"profiles use {precision['fast_precision']} here)", "",
+                "| stage | batch | fp32 ms/step (CPU) | bf16 ms/step (CPU) | fp32 / bf16 |", "|---|---|---|---|---|"]
+        for stage, r in precision["stages"].items():
+            out.append(f"| {stage} | {r['batch_size']} | {r['fp32_step_s'] * 1e3:.1f} | {r['bf16_step_s'] * 1e3:.1f} | {r['ratio']:.2f} |")
+        out.append("")
     data = _load("data_throughput")
     if data:
         out += [f"## Data pipeline vs training step ({data['data']}; goal >= {data['goal']}x)", "",

@@ -152,21 +152,24 @@ def test_generate_is_deterministic_verifiable_and_loadable(generators, tmp_path)
 
 
 def test_generate_samples_a_global_appearance_per_image(generators, tmp_path):
-    """pix2pix paints one appearance; appearance=sampled (default) spreads the images' colour like
-    the training images', from the statistics the Stage II checkpoint keeps."""
+    """pix2pix paints one appearance; appearance=colour (default) spreads the images' mean colour like
+    the training images', from the statistics the Stage II checkpoint keeps, without touching contrast."""
     from synthmed_lightning.checkpoints import load_checkpoint
     from synthmed_lightning.data.appearance import AppearanceModel, colour_statistics
 
-    assert_ok(_generate(generators, tmp_path, "sampled", "num_samples=8"))
-    assert_ok(_generate(generators, tmp_path, "painted", "num_samples=8", "appearance=painted"))
-    spread = {}
-    for name in ("sampled", "painted"):
-        samples = read_dataset({"name": "folder", "root": str(tmp_path / name)}, "train")
-        spread[name] = np.stack([colour_statistics(s.image, s.fov) for s in samples])[:, :3].std(axis=0)
+    stats = {}
+    for mode in ("colour", "colour_contrast", "painted"):
+        assert_ok(_generate(generators, tmp_path, mode, "num_samples=8", f"appearance={mode}"))
+        samples = read_dataset({"name": "folder", "root": str(tmp_path / mode)}, "train")
+        stats[mode] = np.stack([colour_statistics(s.image, s.fov) for s in samples])
     model = AppearanceModel.from_dict(load_checkpoint(generators["image"], "image")["hyper_parameters"]["appearance"])
     real_spread = np.sqrt(np.diag(model.covariance))[:3]
-    assert (spread["sampled"] > 3 * spread["painted"]).all(), spread
-    assert (spread["sampled"] > 0.3 * real_spread).all(), (spread, real_spread)
+    spread = {mode: values[:, :3].std(axis=0) for mode, values in stats.items()}
+    assert (spread["colour"] > 3 * spread["painted"]).all(), spread
+    assert (spread["colour"] > 0.3 * real_spread).all(), (spread, real_spread)
+    # colour keeps each painting's contrast (up to clipping); colour_contrast moves it too.
+    np.testing.assert_allclose(stats["colour"][:, 3:], stats["painted"][:, 3:], rtol=0.1)
+    assert not np.allclose(stats["colour_contrast"][:, 3:], stats["painted"][:, 3:], rtol=0.1)
     result = _generate(generators, tmp_path, "bad", "appearance=random")
     assert_one_line_error(result, "appearance=random")
 

@@ -35,6 +35,15 @@ def test_transfer_colour_reaches_the_target_and_keeps_outside_black():
     assert np.all(np.diff(moved[fov == 1][:, 0][order].astype(int)) >= 0)
 
 
+def test_transfer_colour_without_contrast_only_shifts_the_means():
+    image, fov = _image(2, 120)
+    target = np.array([150.0, 70.0, 40.0, 99.0, 99.0, 99.0])
+    moved = transfer_colour(image, fov, target, contrast=False)
+    stats, before = colour_statistics(moved, fov), colour_statistics(image, fov)
+    np.testing.assert_allclose(stats[:3], target[:3], atol=1.0)
+    np.testing.assert_allclose(stats[3:], before[3:], atol=0.5)  # the painting's own contrast
+
+
 def test_model_fits_samples_reproducibly_and_round_trips():
     pairs = [_image(seed, brightness) for seed, brightness in enumerate([100, 140, 180, 220])]
     model = AppearanceModel.fit(*zip(*pairs))

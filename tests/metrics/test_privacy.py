@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from synthmed_lightning.metrics.privacy import (count_near_copies, membership_inference_auc, near_copy_threshold,
+from synthmed_lightning.metrics.privacy import (count_near_copies, membership_inference_auc,
+                                                membership_inference_interval, near_copy_threshold,
                                                 nearest_neighbours, privacy_report, roc_auc)
 
 
@@ -61,6 +62,21 @@ def test_mia_auc_is_near_one_half_for_independent_data():
     assert abs(report["mia_auc"] - 0.5) < 0.06
     assert report["near_copies"] <= 0.1 * len(synthetic)  # about the percentile's share, by construction
     assert 0.9 < report["synthetic_vs_holdout_median"] < 1.1
+
+
+def test_mia_interval_covers_the_auc_and_narrows_with_more_images():
+    rng = np.random.default_rng(0)
+
+    def interval(n):
+        members, outsiders = rng.normal(0.0, 1.0, n), rng.normal(0.3, 1.0, n)  # members a little closer
+        low, high = membership_inference_interval(members, outsiders, draws=500)
+        assert low <= membership_inference_auc(members, outsiders) <= high
+        return high - low
+
+    small, large = interval(20), interval(500)
+    assert 0.2 < small < 0.5  # DRIVE-sized sets: the AUC is uncertain by about +-0.18
+    assert large < small / 3
+    assert privacy_report(_points(20, 2), _points(20, 0), _points(20, 1))["mia_auc_ci95"][0] < 0.5
 
 
 def test_roc_auc_matches_sklearn_with_ties():

@@ -16,6 +16,8 @@ sqrt(dimension)), so their scale does not depend on the feature size.
   Chen et al. 2020, GAN-leaks): score every real image by its distance to the nearest synthetic
   image, and measure with the ROC AUC how well that score tells training images (members) from
   held-out ones. 0.5: no leak; 1.0: every training image is closer than every held-out image.
+- `membership_inference_interval`: a bootstrap 95 % interval of that AUC. With DRIVE's 20 training
+  and 20 test images it spans about +-0.18, so one AUC alone says little.
 """
 
 from __future__ import annotations
@@ -109,6 +111,18 @@ def membership_inference_auc(train_to_synthetic, holdout_to_synthetic) -> float:
     return roc_auc(-np.asarray(train_to_synthetic, dtype=np.float64), -np.asarray(holdout_to_synthetic, dtype=np.float64))
 
 
+def membership_inference_interval(train_to_synthetic, holdout_to_synthetic, draws: int = 2000,
+                                  seed: int = 0) -> tuple[float, float]:
+    """Bootstrap 95 % interval of `membership_inference_auc`: members and held-out images resampled
+    with replacement, each group on its own (a stratified bootstrap), `draws` times."""
+    members = -np.asarray(train_to_synthetic, dtype=np.float64)
+    outsiders = -np.asarray(holdout_to_synthetic, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    aucs = [roc_auc(rng.choice(members, members.size), rng.choice(outsiders, outsiders.size)) for _ in range(draws)]
+    low, high = np.percentile(aucs, [2.5, 97.5])
+    return float(low), float(high)
+
+
 def distance_summary(distances) -> dict[str, float]:
     d = np.asarray(distances, dtype=np.float64)
     return {"min": float(d.min()), "p05": float(np.percentile(d, 5)), "median": float(np.median(d)),
@@ -122,7 +136,7 @@ def privacy_report(synthetic, train, holdout, percentile: float = 5.0) -> dict:
     the synthetic set should sit no closer to the training images than held-out real images do
     (`synthetic_vs_holdout_median` < 1 says closer). near_copy_threshold, near_copies (count) and
     near_copy_fraction; holdout_near_copies (held-out real images under the threshold: the false-alarm
-    count to read near_copies against); mia_auc. Also the per-synthetic-image nearest training index and distance.
+    count to read near_copies against); mia_auc and its bootstrap interval mia_auc_ci95. Also the per-synthetic-image nearest training index and distance.
     """
     _check_percentile(percentile)
     syn_d, syn_i = nearest_neighbours(synthetic, train)
@@ -144,5 +158,6 @@ def privacy_report(synthetic, train, holdout, percentile: float = 5.0) -> dict:
         # The same test on held-out real images: how often a fresh patient is "a near copy" (false alarms).
         "holdout_near_copies": count_near_copies(holdout_d, threshold),
         "mia_auc": membership_inference_auc(member_d, outsider_d),
+        "mia_auc_ci95": list(membership_inference_interval(member_d, outsider_d)),
         "per_synthetic": {"distance": syn_d, "nearest_train": syn_i},
     }

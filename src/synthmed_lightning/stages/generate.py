@@ -4,7 +4,7 @@ Dual GAN (the paper's pipeline): `mask_ckpt=<stage=mask checkpoint> image_ckpt=<
 Stage I draws an S x S vessel mask and FOV per sample; they are mapped to the export size by the
 inverse of Stage I's square padding (`mask_data.from_square`: resize the square to max(H, W),
 crop the centre; linear + threshold at 0.5 so thin vessels survive) and Stage II paints the
-fundus image at that full resolution. With `appearance=sampled` (default) each painted image then
+fundus image at that full resolution. With `appearance=colour` (default) each painted image then
 gets its own global colour, drawn from the training images' statistics (`data/appearance.py`).
 Single GAN (baseline): `single_ckpt=<stage=single checkpoint>`: image and mask of the joint
 generator, mapped to the export size the same way (the image linearly).
@@ -41,7 +41,8 @@ _GRID_SAMPLES = 8
 # Relative FOV-scale difference between export and Stage II training above which to warn.
 _SCALE_TOLERANCE = 0.15
 _GRID_SIDE = 256
-APPEARANCE_MODES = ("sampled", "painted")  # dual GAN: each image a sampled global colour, or pix2pix's own
+# dual GAN: each image gets sampled channel means (colour), means and spreads, or pix2pix's own colour.
+APPEARANCE_MODES = ("colour", "colour_contrast", "painted")
 
 
 def sample_seed(seed: int, index: int) -> int:
@@ -78,7 +79,7 @@ class DualGenerator:
 
     mode = "dual"
 
-    def __init__(self, mask_ckpt: str, image_ckpt: str, device: torch.device, appearance: str = "sampled"):
+    def __init__(self, mask_ckpt: str, image_ckpt: str, device: torch.device, appearance: str = "colour"):
         from synthmed_lightning.models.image_gan import ImageGAN
         from synthmed_lightning.models.mask_gan import MaskGAN
 
@@ -87,8 +88,8 @@ class DualGenerator:
         self.checkpoints = {"mask": mask_ckpt, "image": image_ckpt}
         self.source_size = self.mask_gan.hparams.get("source_size")
         self.train_fov_diameter = self.image_gan.hparams.get("train_fov_diameter")
-        self.appearance = None
-        if appearance == "sampled":
+        self.appearance, self.contrast = None, appearance == "colour_contrast"
+        if appearance != "painted":
             stats = self.image_gan.hparams.get("appearance")
             if stats:
                 self.appearance = AppearanceModel.from_dict(stats)
@@ -107,7 +108,7 @@ class DualGenerator:
         as_tensor = lambda a: torch.from_numpy(a.astype(np.float32))[:, None]  # noqa: E731
         images = [_rgb(image) for image in self.image_gan.paint(as_tensor(mask), as_tensor(fov))]
         if self.appearance is not None:  # pix2pix paints one appearance: give each image its own
-            images = [transfer_colour(image, f, self.appearance.sample(seed)) for image, f, seed in zip(images, fov, seeds)]
+            images = [transfer_colour(image, f, self.appearance.sample(seed), self.contrast) for image, f, seed in zip(images, fov, seeds)]
         return list(zip(images, mask, fov))
 
 
@@ -153,7 +154,7 @@ def build_generator(cfg: DictConfig, device: torch.device):
     if single:
         return SingleGenerator(str(single), device)
     if all(dual):
-        return DualGenerator(str(dual[0]), str(dual[1]), device, str(cfg.get("appearance", "sampled")))
+        return DualGenerator(str(dual[0]), str(dual[1]), device, str(cfg.get("appearance", "colour")))
     if any(dual):
         missing = "image_ckpt" if dual[0] else "mask_ckpt"
         raise ConfigError(f"stage=generate with the dual GAN needs {missing}=<checkpoint> as well")
@@ -177,7 +178,7 @@ def check_settings(cfg: DictConfig) -> None:
             raise ConfigError(f"stage=generate needs {key}=<{'folder' if key == 'out_dir' else 'count'}>")
     if not isinstance(cfg.num_samples, int) or isinstance(cfg.num_samples, bool) or cfg.num_samples < 1:
         raise ConfigError(f"num_samples={cfg.num_samples}: must be a positive integer")
-    if cfg.get("appearance", "sampled") not in APPEARANCE_MODES:
+    if cfg.get("appearance", "colour") not in APPEARANCE_MODES:
         raise ConfigError(f"appearance={cfg.appearance}: must be one of {', '.join(APPEARANCE_MODES)}")
     if not isinstance(cfg.batch_size, int) or cfg.batch_size < 1:
         raise ConfigError(f"batch_size={cfg.batch_size}: must be a positive integer")

@@ -115,6 +115,16 @@ def plain_clock(s: Subject, batches: list, steps: int, warmup: int, precision: s
     return clock
 
 
+def alternate(measures: dict, rounds: int) -> dict[str, list]:
+    """{name: [result of measures[name]() per round]}, the order reversed every other round so that a
+    drift in the machine's speed hits both sides alike."""
+    results = {name: [] for name in measures}
+    for r in range(rounds):
+        for name in (list(measures) if r % 2 == 0 else list(measures)[::-1]):
+            results[name].append(measures[name]())
+    return results
+
+
 def _segment_step(model, total_steps: int):
     h = model.hparams
     optimizer = torch.optim.AdamW(model.net.parameters(), lr=h.lr, weight_decay=h.weight_decay)

@@ -8,7 +8,7 @@ import logging
 import sys
 
 from _common import THREADS, median, setup_threads, write_result
-from _stages import STAGES, plain_clock, subject
+from _stages import STAGES, alternate, plain_clock, subject
 
 from synthmed_lightning.config import fast_precision
 
@@ -24,11 +24,8 @@ def main(stages=STAGES) -> dict:
         s = subject(stage)
         batches = s.batches()
         steps, warmup = STEPS[stage]
-        clocks = {"32-true": [], "bf16-mixed": []}
-        for r in range(ROUNDS):
-            order = list(clocks) if r % 2 == 0 else list(clocks)[::-1]
-            for precision in order:
-                clocks[precision].append(plain_clock(s, batches, steps, warmup, precision=precision))
+        clocks = alternate({precision: lambda p=precision: plain_clock(s, batches, steps, warmup, precision=p)
+                            for precision in ("32-true", "bf16-mixed")}, ROUNDS)
         fp32 = median([c.mean_s("cpu") for c in clocks["32-true"]])
         bf16 = median([c.mean_s("cpu") for c in clocks["bf16-mixed"]])
         results[stage] = {"batch_size": s.batch_size, "fp32_step_s": fp32, "bf16_step_s": bf16, "ratio": fp32 / bf16}

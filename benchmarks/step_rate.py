@@ -7,7 +7,7 @@ import logging
 import sys
 
 from _common import THREADS, median, setup_threads, write_result
-from _stages import STAGES, lightning_clock, plain_clock, subject
+from _stages import STAGES, alternate, lightning_clock, plain_clock, subject
 
 # (timed steps, warm-up steps) per round; rounds alternate the order of the two sides.
 STEPS = {"segment": (15, 3), "mask": (8, 2), "image": (5, 2)}
@@ -23,11 +23,8 @@ def main(stages=STAGES) -> dict:
         s = subject(stage)
         batches = s.batches()
         steps, warmup = STEPS[stage]
-        clocks = {"plain": [], "lightning": []}
-        for r in range(ROUNDS):
-            sides = [("plain", plain_clock), ("lightning", lightning_clock)]
-            for side, measure in (sides if r % 2 == 0 else sides[::-1]):
-                clocks[side].append(measure(s, batches, steps, warmup))
+        clocks = alternate({"plain": lambda: plain_clock(s, batches, steps, warmup),
+                            "lightning": lambda: lightning_clock(s, batches, steps, warmup)}, ROUNDS)
         row = {"batch_size": s.batch_size, "steps_per_round": steps, "warmup": warmup, "rounds": ROUNDS}
         for kind in ("cpu", "wall"):
             per_round = {side: [c.mean_s(kind) for c in cs] for side, cs in clocks.items()}

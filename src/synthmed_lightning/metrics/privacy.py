@@ -136,7 +136,8 @@ def privacy_report(synthetic, train, holdout, percentile: float = 5.0) -> dict:
     the synthetic set should sit no closer to the training images than held-out real images do
     (`synthetic_vs_holdout_median` < 1 says closer). near_copy_threshold, near_copies (count) and
     near_copy_fraction; holdout_near_copies (held-out real images under the threshold: the false-alarm
-    count to read near_copies against); mia_auc and its bootstrap interval mia_auc_ci95. Also the per-synthetic-image nearest training index and distance.
+    count to read near_copies against); mia_auc and its bootstrap interval mia_auc_ci95. Also the
+    per-synthetic-image nearest training index and distance.
     """
     _check_percentile(percentile)
     syn_d, syn_i = nearest_neighbours(synthetic, train)

@@ -108,7 +108,8 @@ class DualGenerator:
         as_tensor = lambda a: torch.from_numpy(a.astype(np.float32))[:, None]  # noqa: E731
         images = [_rgb(image) for image in self.image_gan.paint(as_tensor(mask), as_tensor(fov))]
         if self.appearance is not None:  # pix2pix paints one appearance: give each image its own
-            images = [transfer_colour(image, f, self.appearance.sample(seed), self.contrast) for image, f, seed in zip(images, fov, seeds)]
+            images = [transfer_colour(image, f, self.appearance.sample(seed), self.contrast)
+                      for image, f, seed in zip(images, fov, seeds)]
         return list(zip(images, mask, fov))
 
 

@@ -68,9 +68,10 @@ def run_image(cfg: DictConfig) -> dict:
         # Training patches come from images resampled to data.fov_diameter; paint the validation
         # images at that scale too (the segmenter's evaluation maps back to native size, pix2pix need not).
         datamodule.val_samples = [resize_sample(s, datamodule.fov_diameter / s.fov_diameter) for s in datamodule.val_samples]
+    # The training images' colour statistics, for `generate appearance=colour` (data/appearance.py).
+    train = datamodule.train_samples
+    appearance = AppearanceModel.fit([s.image for s in train], [s.fov for s in train])
     try:
-        appearance = AppearanceModel.fit([s.image for s in datamodule.train_samples],
-                                         [s.fov for s in datamodule.train_samples])
         model = instantiate_primitive(cfg.model, train_fov_diameter=datamodule.train_fov_diameter,
                                       appearance=appearance.to_dict())
     except ValueError as error:  # an unknown loss, a bad dropout or depth, ...

@@ -21,7 +21,9 @@ def _norm(kind: str, channels: int) -> nn.Module:
     Why instance: with the small batches of CPU training, BatchNorm's running statistics differ
     from the batch statistics the generator was trained under, and eval-mode painting came out
     darker than real fundus images (DRIVE, quick profile: red mean 126 against 197). Instance
-    norm uses the same per-image statistics in training and painting.
+    norm uses the same per-image statistics in training and painting, but its full-size paintings
+    carried a bright square and rim, and U-Nets trained on them scored lower (README): batch is the
+    default, and the export fixes the colour instead (data/appearance.py).
     """
     if kind == "instance":
         return nn.InstanceNorm2d(channels, affine=True)

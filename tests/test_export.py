@@ -184,7 +184,7 @@ def test_generate_with_a_wrong_stage_checkpoint_fails_cleanly(generators, tmp_pa
 
 def test_a_killed_generate_leaves_no_folder_that_looks_complete(generators, tmp_path):
     """SIGKILL in the middle of an export: no out_dir, only a hidden temporary folder without a
-    manifest; the same command then exports normally."""
+    manifest; the same command then exports normally and clears the killed run's folder."""
     command = [sys.executable, "-m", "synthmed_lightning", "stage=generate", "profile=smoke",
                f"hydra.run.dir={tmp_path / 'run'}", f"mask_ckpt={generators['mask']}", f"image_ckpt={generators['image']}",
                "num_samples=500", "height=584", "width=565", f"out_dir={tmp_path / 'synthetic'}"]
@@ -199,8 +199,11 @@ def test_a_killed_generate_leaves_no_folder_that_looks_complete(generators, tmp_
     assert not (tmp_path / "synthetic").exists()
     leftovers = list(tmp_path.glob(".synthetic.tmp-*"))
     assert len(leftovers) == 1 and not (leftovers[0] / MANIFEST).exists()
+    running = tmp_path / f".synthetic.tmp-{os.getpid()}-feedbeef"  # a live writer's folder is kept
+    running.mkdir()
     assert_ok(run_cli(*command[3:8], "num_samples=2", f"out_dir={tmp_path / 'synthetic'}"))
     assert verify_manifest(tmp_path / "synthetic") == []
+    assert list(tmp_path.glob(".synthetic.tmp-*")) == [running]
 
 
 def test_verify_command_names_the_tampered_file(tmp_path):

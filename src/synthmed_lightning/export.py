@@ -9,7 +9,8 @@ Layout (SPEC.md, interface contract 4):
 
 Atomic: everything is written into a hidden temporary folder beside `out_dir` and renamed into
 place only once complete, manifest last. A crash leaves the old `out_dir` untouched (or none) and
-at most a `.<name>.tmp-*` folder, never a half-written folder that looks complete. An existing
+at most a `.<name>.tmp-<pid>-*` folder, never a half-written folder that looks complete; the next
+export to the same `out_dir` deletes such folders whose process is gone. An existing
 `out_dir` is refused unless `overwrite=True`, in which case the complete new folder replaces it.
 """
 
@@ -57,6 +58,16 @@ def _binary_png(mask: np.ndarray, what: str, stem: str) -> bytes:
     return encode_png(((mask > 0.5) if mask.dtype.kind == "f" else (mask > 0)).astype(np.uint8) * 255)
 
 
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
+
+
 class DatasetWriter:
     """Context manager that writes a `data=folder` dataset atomically:
 
@@ -79,16 +90,26 @@ class DatasetWriter:
             self.out_dir.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise DataError(f"out_dir={self.out_dir}: cannot create its folder ({error.strerror or error})") from None
-        self.tmp_dir = self.out_dir.parent / f".{self.out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
+        # The writing process's id in the name lets a later writer clear what a killed one left.
+        self.tmp_dir = self.out_dir.parent / f".{self.out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.files: dict[str, str] = {}
         self.stems: list[str] = []
         self.committed = False
 
     def __enter__(self) -> DatasetWriter:
+        self._remove_abandoned_tmp_dirs()
         with self._disk_errors(self.tmp_dir):
             for folder in FOLDERS:
                 (self.tmp_dir / folder).mkdir(parents=True)
         return self
+
+    def _remove_abandoned_tmp_dirs(self) -> None:
+        """Delete temporary folders of this export left by writers that were killed (SIGKILL, power
+        loss): their process no longer exists. A writer still running keeps its folder."""
+        for folder in self.out_dir.parent.glob(f".{self.out_dir.name}.tmp-*"):
+            pid = folder.name.rsplit(".tmp-", 1)[1].split("-", 1)[0]
+            if pid.isdigit() and not _process_alive(int(pid)):
+                shutil.rmtree(folder, ignore_errors=True)
 
     def __exit__(self, *exc_info) -> None:
         if not self.committed:

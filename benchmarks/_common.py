@@ -6,6 +6,7 @@ with other work slows both sides alike. `make bench` runs them all and `summary.
 """
 
 import json
+import logging
 import os
 import platform
 import statistics
@@ -49,10 +50,12 @@ def compose(*overrides: str, output_dir: Path | None = None):
 
 
 def setup_threads() -> None:
+    """Every benchmark's start: THREADS threads for torch and OpenCV, Lightning's chatter off."""
     import cv2
 
     torch.set_num_threads(THREADS)
     cv2.setNumThreads(THREADS)
+    logging.getLogger("lightning").setLevel(logging.WARNING)
 
 
 def machine() -> str:

@@ -2,7 +2,6 @@
 with the workers `data.num_workers=auto` picks here) vs what its training step consumes (samples/s of
 the Lightning step on the same batches), side by side in this process. Goal: pipeline >= 3x the step."""
 
-import logging
 import sys
 
 from _common import Clock, setup_threads, write_result
@@ -25,7 +24,6 @@ def loader_clock(loader, batches: int) -> Clock:
 
 def main(stages=STAGES) -> dict:
     setup_threads()
-    logging.getLogger("lightning").setLevel(logging.WARNING)
     results = {}
     for stage in stages:
         s = subject(stage)

@@ -8,7 +8,6 @@ step (counted with saved-tensor hooks on CPU under bf16 autocast, at batch 1, ti
 every tensor saved during the step is counted, so D- and G-step graphs add up: an upper bound for
 that part). Not included: the CUDA context (~0.5 GiB), cuDNN workspaces, allocator fragmentation."""
 
-import logging
 
 import torch
 
@@ -78,7 +77,6 @@ def paper_estimates() -> dict:
 
 def main() -> dict:
     setup_threads()
-    logging.getLogger("lightning").setLevel(logging.WARNING)
     results = {"quick_cpu_peak_rss": quick_peaks(), "paper_gpu_estimate": paper_estimates(), "goal_gib": GOAL_GIB}
     write_result("memory", results)
     return results

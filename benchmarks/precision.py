@@ -4,7 +4,6 @@ rounds alternating. The quick and paper profiles train the U-Net and Stage II in
 machine computes it natively (`${fast_precision:}`, synthmed_lightning/config.py); this measures what
 that buys. Printed ratio: float32 step time / bf16 step time (> 1: bf16 is faster)."""
 
-import logging
 import sys
 
 from _common import THREADS, median, setup_threads, write_result
@@ -18,7 +17,6 @@ ROUNDS = 3
 
 def main(stages=STAGES) -> dict:
     setup_threads()
-    logging.getLogger("lightning").setLevel(logging.WARNING)
     results = {}
     for stage in stages:
         s = subject(stage)

@@ -3,7 +3,6 @@ resolution (benchmarks/_stages.py), side by side in this process: rounds alterna
 and the median of each side's per-round mean step time is compared, in CPU time (the headline: steady
 on a shared machine) and in wall time. Goal: ratio >= 0.95."""
 
-import logging
 import sys
 
 from _common import THREADS, median, setup_threads, write_result
@@ -17,7 +16,6 @@ GOAL = 0.95
 
 def main(stages=STAGES) -> dict:
     setup_threads()
-    logging.getLogger("lightning").setLevel(logging.WARNING)
     results = {}
     for stage in stages:
         s = subject(stage)

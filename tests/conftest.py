@@ -44,6 +44,20 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) 
 SMOKE = ("profile=smoke", "callbacks=minimal")
 
 
+def compose_config(*overrides: str):
+    """The composed config (with Hydra's own node) that `python -m synthmed_lightning <overrides>` would run."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from synthmed_lightning.config import register_configs
+    from synthmed_lightning.resources import config_dir
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=True)
+
+
 @pytest.fixture(scope="session")
 def segment_run(tmp_path_factory) -> Path:
     """One smoke `stage=segment` run on the phantom, shared by the tests that inspect its outputs."""

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from conftest import SMOKE, assert_ok, run_cli
+from conftest import SMOKE, assert_ok, compose_config, run_cli
 from synthmed_lightning.checkpoints import load_checkpoint
 
 
@@ -36,17 +36,6 @@ def test_gan_ddp_ranks_stay_identical_and_only_rank0_writes(tmp_path, stage):
     assert json.loads((out / "metrics.json").read_text())["train/iterations"] == 6
 
 
-def _compose(*overrides: str):
-    from hydra import compose, initialize_config_dir
-
-    from synthmed_lightning.config import register_configs
-    from synthmed_lightning.resources import config_dir
-
-    register_configs()
-    with initialize_config_dir(str(config_dir()), version_base="1.3"):
-        return compose("config", overrides=list(overrides), return_hydra_config=True)
-
-
 def test_slurm_launcher_takes_its_sizes_from_the_trainer():
     """hydra/launcher=slurm asks SLURM for nodes = trainer.num_nodes and one task and GPU per device."""
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="hydra-submitit-launcher not installed (pip install -e '.[slurm]')")
@@ -54,7 +43,7 @@ def test_slurm_launcher_takes_its_sizes_from_the_trainer():
     from hydra.utils import instantiate
 
     setup_globals()  # Hydra's `now` resolver, used by the sweep dir
-    cfg = _compose("stage=image", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2", "hydra/launcher=slurm",
+    cfg = compose_config("stage=image", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2", "hydra/launcher=slurm",
                    "hydra.launcher.partition=gpu")
     launcher = instantiate(cfg.hydra.launcher)
     assert type(launcher).__name__ == "SlurmLauncher"
@@ -75,7 +64,7 @@ def test_multirun_ddp_is_allowed_under_the_slurm_launcher():
     from synthmed_lightning.errors import ConfigError
 
     for launcher, allowed in (("slurm", True), ("local", False)):
-        cfg = _compose("trainer=ddp_cpu", f"hydra/launcher={launcher}")
+        cfg = compose_config("trainer=ddp_cpu", f"hydra/launcher={launcher}")
         with open_dict(cfg):
             cfg.hydra.mode = RunMode.MULTIRUN
         HydraConfig.instance().set_config(cfg)

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from conftest import SMOKE, assert_ok, assert_one_line_error, run_cli
+from conftest import SMOKE, assert_ok, assert_one_line_error, compose_config, run_cli
 from synthmed_lightning.checkpoints import load_checkpoint, restore_module
 from synthmed_lightning.models.image_gan import ImageGAN
 from synthmed_lightning.models.segmenter import Segmenter
@@ -79,12 +79,10 @@ def test_bad_speed_settings_fail_in_one_line(override, fragment):
 
 def test_segment_precision_follows_the_profile(monkeypatch):
     """quick/paper train the U-Net in bf16 only where this machine has native bf16 kernels; smoke stays fp32."""
-    from test_experiments import _compose
-
     from synthmed_lightning import config
 
     def precision(profile):
-        return _compose("stage=segment", f"profile={profile}").trainer.precision
+        return compose_config("stage=segment", f"profile={profile}").trainer.precision
 
     assert precision("smoke") == "32-true"
     assert precision("quick") == config.fast_precision()

@@ -76,13 +76,13 @@ def test_test_split_can_come_from_another_dataset():
 
 def test_extra_train_datasets_join_the_training_images_only():
     extra = {"name": "phantom", "reader": {"count": 3, "height": 96, "width": 96, "seed": 5}}
-    dm = _datamodule(extra_train=[extra])
+    dm = _datamodule(extra_train=[extra], extra_train_share=0.25)
     dm.setup("fit")
     assert len(dm.train_samples) == 6 - 2 + 3 and len(dm.val_samples) == 2
     alone = _datamodule()
     alone.setup("fit")
     assert [s.stem for s in dm.val_samples] == [s.stem for s in alone.val_samples]
-    assert dm.train_weights[0] * 4 == pytest.approx(0.5) and dm.train_weights[-1] * 3 == pytest.approx(0.5)
+    assert dm.train_weights[0] * 4 == pytest.approx(0.75) and dm.train_weights[-1] * 3 == pytest.approx(0.25)
     dataset = dm.train_dataloader().dataset
     drawn = np.random.default_rng(0).choice(7, size=4000, p=dataset.weights)
-    assert 0.45 < np.mean(drawn >= 4) < 0.55  # half the patches from the 3 extra images
+    assert 0.22 < np.mean(drawn >= 4) < 0.28  # a quarter of the patches from the 3 extra images

@@ -32,9 +32,17 @@ class PatchDataset(Dataset):
     def __len__(self) -> int:
         return self.length
 
+    @property
+    def num_images(self) -> int:
+        return len(self.images)
+
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng([np.random.randint(2**31), index])
         k = rng.integers(len(self.images)) if self.weights is None else rng.choice(len(self.images), p=self.weights)
+        return self.draw(int(k), rng)
+
+    def draw(self, k: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        """A random patch of image k, augmented with `rng`."""
         cy, cx = self.fov_pixels[k][rng.integers(len(self.fov_pixels[k]))]
         image, mask, fov = (crop_centered(a, cy, cx, self.patch_size) for a in (self.images[k], self.masks[k], self.fovs[k]))
         if self.augmentation is not None:

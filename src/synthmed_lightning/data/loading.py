@@ -8,7 +8,9 @@ which is what the `auto` rules below rest on.
 
 import os
 
-from torch.utils.data import DataLoader, Dataset
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from synthmed_lightning.errors import ConfigError
 
@@ -57,3 +59,43 @@ def make_loader(dataset: Dataset, batch_size: int, num_workers="auto", pin_memor
     workers and pinned memory as `loader_settings` decides for the trainer's machine."""
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, drop_last=drop_last,
                       **loader_settings(num_workers, pin_memory, trainer))
+
+
+def make_train_loader(dataset: Dataset, batch_size: int, num_workers="auto", pin_memory="auto", trainer=None,
+                      poisson_sample_rate: float | None = None) -> DataLoader:
+    """The training loader: `make_loader` (full batches of random draws), or with
+    `poisson_sample_rate` (DP-SGD, `models/dp.py`) batches in which each training image appears
+    once with that probability, as many batches per epoch as there are full batches."""
+    if poisson_sample_rate is None:
+        return make_loader(dataset, batch_size, num_workers, pin_memory, drop_last=True, trainer=trainer)
+    from opacus.utils.uniform_sampler import UniformWithReplacementSampler
+
+    records = ImageRecords(dataset)
+    sampler = UniformWithReplacementSampler(num_samples=len(records), sample_rate=poisson_sample_rate,
+                                            steps=max(1, len(dataset) // batch_size))
+    return DataLoader(records, batch_sampler=sampler, collate_fn=CollateAllowingEmpty(records[0]),
+                      **loader_settings(num_workers, pin_memory, trainer))
+
+
+class ImageRecords(Dataset):
+    """Item k: a fresh random draw (crop, augmentation) from training image k of a dataset whose
+    `draw(k, rng)` makes one, and whose `num_images` counts them: the unit DP-SGD protects."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return self.dataset.num_images
+
+    def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
+        return self.dataset.draw(int(k), np.random.default_rng([np.random.randint(2**31), int(k)]))
+
+
+class CollateAllowingEmpty:
+    """default_collate, and for an empty Poisson batch the example's tensors with 0 rows."""
+
+    def __init__(self, example: dict[str, torch.Tensor]):
+        self.empty = {key: value.new_zeros((0, *value.shape)) for key, value in example.items()}
+
+    def __call__(self, items: list) -> dict[str, torch.Tensor]:
+        return default_collate(items) if items else dict(self.empty)

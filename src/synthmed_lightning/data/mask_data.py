@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from synthmed_lightning.data.loading import make_loader
+from synthmed_lightning.data.loading import make_train_loader
 from synthmed_lightning.data.readers import dataset_spec, read_labelled
 from synthmed_lightning.data.transforms import resize_binary, to_tensor_layout
 from synthmed_lightning.errors import ConfigError
@@ -126,9 +126,16 @@ class WholeMaskDataset(Dataset):
     def __len__(self) -> int:
         return self.length
 
+    @property
+    def num_images(self) -> int:
+        return len(self.masks)
+
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng([np.random.randint(2**31), index])
-        k = int(rng.integers(len(self.masks)))
+        return self.draw(int(rng.integers(len(self.masks))), rng)
+
+    def draw(self, k: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        """Training item k, augmented with `rng`."""
         mask = self.masks[k]
         image = self.images[k] if self.images is not None else None
         if self.augmentation is not None:
@@ -205,6 +212,7 @@ class MaskDataModule(L.LightningDataModule):
         self.images: np.ndarray | None = None  # (N, S, S, 3) uint8 RGB
         self.source_size: list[int] | None = None
         self.stems: list[str] = []
+        self.poisson_sample_rate: float | None = None  # set for DP-SGD (privacy=dp): see make_train_loader
 
     def prepare(self) -> None:
         """Read and resize the training split once (also called by `setup`)."""
@@ -244,8 +252,8 @@ class MaskDataModule(L.LightningDataModule):
         masks = self.coverage if self.soft_masks else self.masks
         dataset = WholeMaskDataset(masks, self.images, self.samples_per_epoch,
                                    mask_augmentation(self.augmentation, self.rotate))
-        return make_loader(dataset, self.batch_size, self.num_workers, self.pin_memory, drop_last=True,
-                           trainer=self.trainer)
+        return make_train_loader(dataset, self.batch_size, self.num_workers, self.pin_memory, self.trainer,
+                                 self.poisson_sample_rate)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(_ReferenceSet(self.reference()), batch_size=1)

@@ -28,6 +28,7 @@ Choices for data sets of ~20 images (DRIVE), all hyperparameters:
 """
 
 import copy
+from contextlib import nullcontext
 from pathlib import Path
 
 import lightning as L
@@ -41,6 +42,8 @@ from synthmed_lightning.metrics.mask_stats import mask_statistics
 from synthmed_lightning.models.components.dcgan import DCGANGenerator, MultiScaleDiscriminator
 from synthmed_lightning.models.components.diffaugment import diff_augment, parse_policy
 from synthmed_lightning.models.components.gan_losses import discriminator_loss, generator_loss
+from synthmed_lightning.models.dp import (DPPlan, attach_per_sample_gradients, make_private_network, private_optimizer,
+                                          recording)
 from synthmed_lightning.visualize import image_grid, save_png
 
 # Samples generated per forward pass in `generate`: bounds memory at 512 px for any n.
@@ -65,10 +68,13 @@ class GANModule(L.LightningModule):
                  num_samples: int = 16, sample_seed: int = 1234, source_size: list[int] | None = None,
                  minibatch_std: bool = False, generator_spectral_norm: bool | None = None,
                  max_channels: int | None = None, d_scales: tuple[int, ...] = (1,), sample_threshold: float = 0.5,
-                 mode_seeking: float = 0.0):
+                 mode_seeking: float = 0.0, privacy: dict | None = None):
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
+        # DP-SGD on the discriminator (privacy=dp, models/dp.py): a resolved DPPlan, set by the stage.
+        self.dp_plan = DPPlan(**privacy) if privacy else None
+        self._d_hooks = None  # Opacus' per-sample-gradient hooks on D, attached with the optimizers
         self._build(self.CHANNELS)
 
     # ------------------------------------------------------------------ building
@@ -94,6 +100,12 @@ class GANModule(L.LightningModule):
                 scales=tuple(h.d_scales))
         except ValueError as error:
             raise ValueError(f"model.d_scales={list(h.d_scales)}: {error}") from None
+        if self.dp_plan is not None:
+            for key, value in (("spectral_norm", h.spectral_norm), ("minibatch_std", h.minibatch_std),
+                               ("r1_gamma", h.r1_gamma), ("grad_clip", h.grad_clip)):
+                if value:  # each mixes samples or clips in a way DP-SGD's per-sample clipping cannot account
+                    raise ValueError(f"model.{key}={value}: not possible with privacy=dp")
+            self.discriminator = make_private_network(self.discriminator, "discriminator")
         self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False).eval()
         self.register_buffer("fov", torch.ones(1, 1, h.image_size, h.image_size))
         self.register_buffer("iterations_done", torch.zeros((), dtype=torch.long))
@@ -127,22 +139,24 @@ class GANModule(L.LightningModule):
         h = self.hparams
         opt_g, opt_d = self.optimizers()
         real = self.apply_fov(self._real_batch(batch))
-        z = self.generator.sample_noise(real.shape[0], device=real.device)
+        # Under DP the real batch is a Poisson sample (any size, even 0); the fakes stay a fixed number.
+        n_fake = self.dp_plan.expected_batch_size if self.dp_plan else real.shape[0]
+        z = self.generator.sample_noise(n_fake, device=real.device)
         fake = self.apply_fov(self.generator(z))
 
         # Discriminator step: real up, fake (detached) down.
         self.toggle_optimizer(opt_d)
-        real_in = self.augment(real)
-        if h.r1_gamma > 0:
-            real_in = real_in.detach().requires_grad_(True)
-        real_logits = self.discriminator(real_in)
-        fake_logits = self.discriminator(self.augment(fake.detach()))
-        d_loss = discriminator_loss(real_logits, fake_logits, h.loss)
-        if h.r1_gamma > 0:  # R1 (Mescheder et al. 2018): penalise D's gradient on real data
-            (grad,) = torch.autograd.grad(real_logits.sum(), real_in, create_graph=True)
-            d_loss = d_loss + 0.5 * h.r1_gamma * grad.pow(2).flatten(1).sum(1).mean()
-        opt_d.zero_grad(set_to_none=True)
-        self.manual_backward(d_loss)
+        with recording(self._d_hooks) if self.dp_plan else nullcontext():
+            real_in = self.augment(real)
+            if h.r1_gamma > 0:
+                real_in = real_in.detach().requires_grad_(True)
+            real_logits, fake_logits = self._discriminate(real_in, self.augment(fake.detach()))
+            d_loss = discriminator_loss(real_logits, fake_logits, h.loss)
+            if h.r1_gamma > 0:  # R1 (Mescheder et al. 2018): penalise D's gradient on real data
+                (grad,) = torch.autograd.grad(real_logits.sum(), real_in, create_graph=True)
+                d_loss = d_loss + 0.5 * h.r1_gamma * grad.pow(2).flatten(1).sum(1).mean()
+            opt_d.zero_grad(set_to_none=True)
+            self.manual_backward(d_loss)
         self._clip(opt_d)
         opt_d.step()
         self.untoggle_optimizer(opt_d)
@@ -160,7 +174,17 @@ class GANModule(L.LightningModule):
 
         self.update_ema()
         self.log_dict({"train/d_loss": d_loss.detach(), "train/g_loss": g_loss.detach()}, prog_bar=True)
-        self.log_dict({"train/d_real": real_logits.detach().mean(), "train/d_fake": fake_logits.detach().mean()})
+        self.log("train/d_fake", fake_logits.detach().mean())
+        if real_logits.numel():
+            self.log("train/d_real", real_logits.detach().mean())
+
+    def _discriminate(self, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """D's logits on real and fake. Under DP in one forward pass: Opacus keeps one batch of
+        per-sample gradients per backward (and D has no BatchNorm then, so mixing is harmless)."""
+        if self.dp_plan is None:
+            return self.discriminator(real), self.discriminator(fake)
+        logits = self.discriminator(torch.cat([real, fake])).view(-1, real.shape[0] + fake.shape[0])  # (scales, n)
+        return logits[:, : real.shape[0]].reshape(-1), logits[:, real.shape[0]:].reshape(-1)
 
     def _clip(self, optimizer) -> None:
         if self.hparams.grad_clip:  # the Trainer's gradient_clip_val does not apply to manual optimisation
@@ -182,7 +206,15 @@ class GANModule(L.LightningModule):
         betas = tuple(h.betas)
         opt_g = torch.optim.Adam(self.generator.parameters(), lr=h.lr, betas=betas)
         opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=h.d_lr or h.lr, betas=betas)
+        if self.dp_plan is not None:
+            if self._d_hooks is None:  # a plain attribute, not a submodule: checkpoints keep their keys
+                object.__setattr__(self, "_d_hooks", attach_per_sample_gradients(self.discriminator))
+            opt_d = private_optimizer(opt_d, self.dp_plan, samples_per_image=2)  # a real and a fake per image
         return [opt_g, opt_d]
+
+    def privacy_spent(self) -> dict[str, float]:
+        """`privacy/...` figures of the generator trained so far (empty without DP)."""
+        return self.dp_plan.report(int(self.iterations_done)) if self.dp_plan else {}
 
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()

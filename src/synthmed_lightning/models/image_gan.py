@@ -16,6 +16,8 @@ steps per batch; `generator_steps` is the number of batches seen (see stages/ima
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import lightning as L
 import numpy as np
 import torch
@@ -24,6 +26,8 @@ from hydra.utils import instantiate
 
 from synthmed_lightning.checkpoints import STAGE_KEY
 from synthmed_lightning.models.components.gan_losses import LOSS_KINDS, discriminator_loss, generator_loss
+from synthmed_lightning.models.dp import (DPPlan, attach_per_sample_gradients, make_private_network,
+                                          prepare_noise_only_step, private_optimizer, recording)
 
 
 def condition(mask: torch.Tensor, fov: torch.Tensor) -> torch.Tensor:
@@ -56,7 +60,7 @@ class ImageGAN(L.LightningModule):
     def __init__(self, generator: dict, discriminator: dict, lr: float = 2e-4, beta1: float = 0.5,
                  beta2: float = 0.999, l1_weight: float = 100.0, loss: str = "nonsaturating",
                  d_loss_scale: float = 0.5, paint_batch_size: int = 4, train_fov_diameter: float | None = None,
-                 appearance: dict | None = None):
+                 appearance: dict | None = None, privacy: dict | None = None):
         super().__init__()
         if loss not in LOSS_KINDS:
             raise ValueError(f"unknown GAN loss {loss!r}: expected one of {', '.join(LOSS_KINDS)}")
@@ -64,6 +68,12 @@ class ImageGAN(L.LightningModule):
         self.automatic_optimization = False
         self.generator = instantiate(generator)
         self.discriminator = instantiate(discriminator)
+        # DP-SGD on both networks (privacy=dp, models/dp.py): G's L1 term reads the real image too.
+        self.dp_plan = DPPlan(**privacy) if privacy else None
+        self._hooks = None  # Opacus' per-sample-gradient hooks {"generator": ..., "discriminator": ...}
+        if self.dp_plan is not None:
+            self.generator = make_private_network(self.generator, "generator")
+            self.discriminator = make_private_network(self.discriminator, "discriminator")
         # (mask, generated, real) uint8 triples of this validation epoch, for the sample grid.
         self.val_samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
 
@@ -86,31 +96,52 @@ class ImageGAN(L.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> None:
         opt_g, opt_d = self.optimizers()
         mask, fov = batch["mask"], batch["fov"]
-        real = composite(batch["image"], fov)
-        fake = self(mask, fov)
+        if self.dp_plan is not None and mask.shape[0] == 0:  # an empty Poisson batch: noise-only steps
+            for optimizer in (opt_d, opt_g):
+                prepare_noise_only_step(optimizer.optimizer)
+                optimizer.step()
+            return
+        with self._recording("generator"):  # G's per-sample gradients span its forward and the G step
+            real = composite(batch["image"], fov)
+            fake = self(mask, fov)
 
-        # Discriminator: real pairs -> 1, fake pairs -> 0; halved as in pix2pix (D learns slower than G).
-        self.toggle_optimizer(opt_d)
-        d_loss = self.hparams.d_loss_scale * discriminator_loss(
-            self.discriminator(self._pair(mask, fov, real)),
-            self.discriminator(self._pair(mask, fov, fake.detach())), self.hparams.loss)
-        opt_d.zero_grad(set_to_none=True)
-        self.manual_backward(d_loss)
-        opt_d.step()
-        self.untoggle_optimizer(opt_d)
+            # Discriminator: real pairs -> 1, fake pairs -> 0; halved as in pix2pix (D learns slower than G).
+            self.toggle_optimizer(opt_d)
+            with self._recording("discriminator"):
+                d_loss = self.hparams.d_loss_scale * discriminator_loss(
+                    *self._discriminate(self._pair(mask, fov, real), self._pair(mask, fov, fake.detach())),
+                    self.hparams.loss)
+                opt_d.zero_grad(set_to_none=True)
+                self.manual_backward(d_loss)
+            opt_d.step()
+            self.untoggle_optimizer(opt_d)
 
-        # Generator: fool D, stay close to the real image (L1, lambda = 100).
-        self.toggle_optimizer(opt_g)
-        adversarial = generator_loss(self.discriminator(self._pair(mask, fov, fake)), self.hparams.loss)
-        l1 = F.l1_loss(fake, real)
-        g_loss = adversarial + self.hparams.l1_weight * l1
-        opt_g.zero_grad(set_to_none=True)
-        self.manual_backward(g_loss)
+            # Generator: fool D, stay close to the real image (L1, lambda = 100).
+            self.toggle_optimizer(opt_g)
+            adversarial = generator_loss(self.discriminator(self._pair(mask, fov, fake)), self.hparams.loss)
+            l1 = F.l1_loss(fake, real)
+            g_loss = adversarial + self.hparams.l1_weight * l1
+            opt_g.zero_grad(set_to_none=True)
+            self.manual_backward(g_loss)
         opt_g.step()
         self.untoggle_optimizer(opt_g)
 
         self.log_dict({"train/l1": l1, "train/g_adv": adversarial, "train/g_loss": g_loss, "train/d_loss": d_loss},
                       prog_bar=True, batch_size=mask.shape[0])
+
+    def _discriminate(self, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """D's logits on real and fake pairs; under DP in one forward pass (one batch of per-sample gradients)."""
+        if self.dp_plan is None:
+            return self.discriminator(real), self.discriminator(fake)
+        logits = self.discriminator(torch.cat([real, fake]))
+        return logits[: real.shape[0]], logits[real.shape[0]:]
+
+    def _recording(self, network: str):
+        return recording(self._hooks[network]) if self.dp_plan is not None else nullcontext()
+
+    def privacy_spent(self) -> dict[str, float]:
+        """`privacy/...` figures of the generator trained so far (empty without DP)."""
+        return self.dp_plan.report(self.generator_steps) if self.dp_plan else {}
 
     @torch.no_grad()
     def paint(self, mask: torch.Tensor, fov: torch.Tensor) -> torch.Tensor:
@@ -161,4 +192,10 @@ class ImageGAN(L.LightningModule):
         betas = (self.hparams.beta1, self.hparams.beta2)
         opt_g = torch.optim.Adam(self.generator.parameters(), lr=self.hparams.lr, betas=betas)
         opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=self.hparams.lr, betas=betas)
+        if self.dp_plan is not None:
+            if self._hooks is None:  # plain attribute, not submodules: checkpoints keep their keys
+                object.__setattr__(self, "_hooks", {"generator": attach_per_sample_gradients(self.generator),
+                                                    "discriminator": attach_per_sample_gradients(self.discriminator)})
+            opt_g = private_optimizer(opt_g, self.dp_plan)
+            opt_d = private_optimizer(opt_d, self.dp_plan, samples_per_image=2)  # a real and a fake pair per image
         return [opt_g, opt_d]

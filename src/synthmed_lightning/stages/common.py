@@ -12,8 +12,9 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from synthmed_lightning.checkpoints import check_resumable
-from synthmed_lightning.errors import CheckpointError
 from synthmed_lightning.data.datamodule import VesselDataModule
+from synthmed_lightning.errors import CheckpointError, ConfigError
+from synthmed_lightning.models.dp import plan_dp
 from synthmed_lightning.speed import speed_options
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,21 @@ def instantiate_primitive(node, **extra):
     kwargs = {**to_primitive(node), **extra}
     target = kwargs.pop("_target_")
     return get_class(target)(**kwargs)
+
+
+def plan_privacy(cfg: DictConfig, datamodule, images: int, sensitivity: float = 1.0) -> dict | None:
+    """The resolved DP-SGD plan of `privacy=dp` (None for privacy=none) for a GAN stage of
+    `trainer.max_steps / 2` iterations on `images` training images; the datamodule then draws
+    Poisson batches. Returned as the plain dict the LightningModule keeps as a hyperparameter."""
+    plan = plan_dp(to_primitive(cfg.get("privacy") or {}), records=images, batch_size=datamodule.batch_size,
+                   steps=int(cfg.trainer.max_steps) // 2, sensitivity=sensitivity)
+    if plan is None:
+        return None
+    devices, nodes = cfg.trainer.get("devices", 1), cfg.trainer.get("num_nodes", 1)
+    if devices not in (1, "1", "auto") or nodes != 1:
+        raise ConfigError(f"privacy=dp runs on one device (trainer.devices={devices}, trainer.num_nodes={nodes})")
+    datamodule.poisson_sample_rate = plan.sample_rate
+    return plan.to_dict()
 
 
 def build_datamodule(cfg: DictConfig, **overrides) -> VesselDataModule:

@@ -79,7 +79,7 @@ class DualGenerator:
 
     mode = "dual"
 
-    def __init__(self, mask_ckpt: str, image_ckpt: str, device: torch.device, appearance: str = "colour"):
+    def __init__(self, mask_ckpt: str, image_ckpt: str, device: torch.device, appearance: str):
         from synthmed_lightning.models.image_gan import ImageGAN
         from synthmed_lightning.models.mask_gan import MaskGAN
 
@@ -155,7 +155,7 @@ def build_generator(cfg: DictConfig, device: torch.device):
     if single:
         return SingleGenerator(str(single), device)
     if all(dual):
-        return DualGenerator(str(dual[0]), str(dual[1]), device, str(cfg.get("appearance", "colour")))
+        return DualGenerator(str(dual[0]), str(dual[1]), device, str(cfg.appearance))
     if any(dual):
         missing = "image_ckpt" if dual[0] else "mask_ckpt"
         raise ConfigError(f"stage=generate with the dual GAN needs {missing}=<checkpoint> as well")
@@ -179,7 +179,7 @@ def check_settings(cfg: DictConfig) -> None:
             raise ConfigError(f"stage=generate needs {key}=<{'folder' if key == 'out_dir' else 'count'}>")
     if not isinstance(cfg.num_samples, int) or isinstance(cfg.num_samples, bool) or cfg.num_samples < 1:
         raise ConfigError(f"num_samples={cfg.num_samples}: must be a positive integer")
-    if cfg.get("appearance", "colour") not in APPEARANCE_MODES:
+    if cfg.appearance not in APPEARANCE_MODES:
         raise ConfigError(f"appearance={cfg.appearance}: must be one of {', '.join(APPEARANCE_MODES)}")
     if not isinstance(cfg.batch_size, int) or cfg.batch_size < 1:
         raise ConfigError(f"batch_size={cfg.batch_size}: must be a positive integer")

@@ -20,8 +20,9 @@ from synthmed_lightning.callbacks.sample_grids import publish_sample_grid
 from synthmed_lightning.data.appearance import AppearanceModel
 from synthmed_lightning.data.transforms import resize_sample
 from synthmed_lightning.errors import ConfigError
+from synthmed_lightning.models.dp import pix2pix_sensitivity
 from synthmed_lightning.stages.common import (build_datamodule, build_trainer, finish_loggers, fit, gan_strategy,
-                                              instantiate_primitive, run_dir, write_json)
+                                              instantiate_primitive, plan_privacy, run_dir, write_json)
 from synthmed_lightning.visualize import image_grid
 
 
@@ -71,9 +72,12 @@ def run_image(cfg: DictConfig) -> dict:
     # The training images' colour statistics, for `generate appearance=colour` (data/appearance.py).
     train = datamodule.train_samples
     appearance = AppearanceModel.fit([s.image for s in train], [s.fov for s in train])
+    if datamodule.extra_sources and cfg.privacy.mode != "none":
+        raise ConfigError("privacy=dp trains on the dataset's own training images: remove data.extra_train")
+    privacy = plan_privacy(cfg, datamodule, images=len(train), sensitivity=pix2pix_sensitivity())
     try:
         model = instantiate_primitive(cfg.model, train_fov_diameter=datamodule.train_fov_diameter,
-                                      appearance=appearance.to_dict())
+                                      appearance=appearance.to_dict(), privacy=privacy)
     except ValueError as error:  # an unknown loss, a bad dropout or depth, ...
         raise ConfigError(f"model: {str(error).splitlines()[0]}") from None
     loss_history = LossHistory(monitor="train/l1")
@@ -87,6 +91,7 @@ def run_image(cfg: DictConfig) -> dict:
         "val/l1": float(results[0]["val/l1"]) if results else float("nan"),
         **loss_history.summary(),
         **step_timing(trainer),
+        **model.privacy_spent(),
         "train/iterations": model.generator_steps,
         "train/steps": trainer.global_step,
         "train/resumed_from_step": resumed_from,

@@ -19,7 +19,8 @@ from synthmed_lightning.errors import ConfigError
 from synthmed_lightning.models.gan_base import GANLossHistory, GANModule, SampleGridWriter
 from synthmed_lightning.models.mask_gan import MaskGAN
 from synthmed_lightning.stages.common import (build_datamodule, build_trainer, finish_loggers, fit, gan_strategy,
-                                              instantiate_primitive, run_dir, scalar_metrics, write_json)
+                                              instantiate_primitive, plan_privacy, run_dir, scalar_metrics,
+                                              write_json)
 
 
 def run_mask(cfg: DictConfig) -> dict:
@@ -38,9 +39,11 @@ def train_gan(cfg: DictConfig, module_class: type[GANModule]) -> dict:
     check_image_size(cfg.model.get("image_size"), "model.image_size")
     if cfg.model.image_size != datamodule.image_size:
         raise ConfigError(f"model.image_size={cfg.model.image_size} differs from data.image_size={datamodule.image_size}")
+    privacy = plan_privacy(cfg, datamodule, images=len(datamodule.masks))
     try:
         threshold = datamodule.mask_threshold if datamodule.soft_masks else 0.5
-        model = instantiate_primitive(cfg.model, source_size=datamodule.source_size, sample_threshold=threshold)
+        model = instantiate_primitive(cfg.model, source_size=datamodule.source_size, sample_threshold=threshold,
+                                      privacy=privacy)
     except ValueError as error:  # an unknown loss, DiffAugment policy, upsampling mode, ...
         raise ConfigError(str(error).splitlines()[0]) from None
     if not isinstance(model, module_class):
@@ -61,6 +64,7 @@ def train_gan(cfg: DictConfig, module_class: type[GANModule]) -> dict:
         **init_stats,
         **{k: v for h in histories for k, v in h.summary().items()},
         **step_timing(trainer),
+        **model.privacy_spent(),
         "train/iterations": iterations,
         "train/steps": trainer.global_step,
         "train/resumed_from_step": resumed_from,

@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from synthmed_lightning.data.readers import read_dataset
 from synthmed_lightning.stages.common import write_json
 from synthmed_lightning.study.fidelity import frechet_to_real, kl_to_real
-from synthmed_lightning.study.plan import StudyPlan, Step
+from synthmed_lightning.study.plan import SYNTHETIC, StudyPlan, Step
 from synthmed_lightning.visualize import image_grid, save_png
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,21 @@ _PRIVACY_KEYS = ("near_copies", "mia_auc", "feature_encoder", "spaces")
 
 def _read_json(path: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def dp_guarantees(out: Path) -> dict:
+    """Per synthetic condition whose generators trained with privacy=dp: each one's (epsilon, delta)
+    and the export's total, their sum (basic composition: every stage reads the same images)."""
+    guarantees = {}
+    for condition, runs in SYNTHETIC.items():
+        spent = {run: _read_json(out / "runs" / run / "metrics.json") for run in runs}
+        spent = {run: {"epsilon": m["privacy/epsilon"], "delta": m["privacy/delta"]}
+                 for run, m in spent.items() if "privacy/epsilon" in m}
+        if spent:
+            all_private = len(spent) == len(runs)
+            guarantees[condition] = {**spent, "epsilon_total": sum(v["epsilon"] for v in spent.values()) if all_private else None,
+                                     "delta_total": sum(v["delta"] for v in spent.values()) if all_private else None}
+    return guarantees
 
 
 def segmentation_results(out: Path, names: list[str]) -> dict[str, dict[str, float]]:
@@ -199,6 +214,8 @@ def write_report(cfg: DictConfig, plan: StudyPlan, steps: list[Step], timing: di
     audits = {c: _read_json(out / "runs" / f"audit_{c}" / "audit.json") for c in ("dual_gan", "single_gan")}
     if any(audits.values()):
         results["privacy"] = {c: {k: a[k] for k in _PRIVACY_KEYS if k in a} for c, a in audits.items() if a}
+    for condition, guarantee in dp_guarantees(out).items():
+        results.setdefault("privacy", {}).setdefault(condition, {})["dp"] = guarantee
     samples_figure(None, exports, out / "figures" / "samples_synthetic_only.png")
     figures = {"samples": samples_figure(real, exports, out / "figures" / "samples.png"),
                "overlays": overlays_figure(out, main, out / "figures" / "overlays.png")}

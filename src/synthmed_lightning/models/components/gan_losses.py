@@ -30,18 +30,21 @@ def _check_kind(kind: str) -> None:
 def discriminator_loss(
     real_logits: torch.Tensor, fake_logits: torch.Tensor, kind: str = "nonsaturating"
 ) -> torch.Tensor:
-    """Scalar loss pushing D's logits up on real and down on fake samples."""
+    """Scalar loss pushing D's logits up on real and down on fake samples. An empty side adds
+    nothing (a DP-SGD Poisson batch may draw no real image)."""
     _check_kind(kind)
     if kind == "nonsaturating":
-        real = F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
-        fake = F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+        real = F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits), reduction="none")
+        fake = F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits), reduction="none")
     elif kind == "hinge":
-        real = F.relu(1.0 - real_logits).mean()
-        fake = F.relu(1.0 + fake_logits).mean()
+        real, fake = F.relu(1.0 - real_logits), F.relu(1.0 + fake_logits)
     else:  # lsgan
-        real = (real_logits - 1.0).pow(2).mean()
-        fake = fake_logits.pow(2).mean()
-    return real + fake
+        real, fake = (real_logits - 1.0).pow(2), fake_logits.pow(2)
+    return _mean_or_zero(real) + _mean_or_zero(fake)
+
+
+def _mean_or_zero(values: torch.Tensor) -> torch.Tensor:
+    return values.mean() if values.numel() else values.sum()
 
 
 def generator_loss(fake_logits: torch.Tensor, kind: str = "nonsaturating") -> torch.Tensor:

@@ -1,6 +1,7 @@
 """Faults during training: a run killed with SIGKILL resumes from its last checkpoint with the same
 command plus `ckpt_path=last`; a NaN/Inf loss stops the run and keeps the last good checkpoint."""
 
+import json
 import os
 import signal
 import subprocess
@@ -19,18 +20,20 @@ from synthmed_lightning.errors import TrainingError
 ITERATIONS, EVERY = 300, 20  # generator iterations; checkpoint interval in optimizer steps (2 per iteration)
 
 
-def _mask_command(out) -> list[str]:
+def _mask_command(out, *extra: str) -> list[str]:
     return ["stage=mask", *SMOKE, "logger=none", f"hydra.run.dir={out}", "ckpt_path=last",
             f"profile.mask.iterations={ITERATIONS}", "profile.mask.val_every=1000",
-            f"callbacks.last_checkpoint.every_n_train_steps={EVERY}"]
+            f"callbacks.last_checkpoint.every_n_train_steps={EVERY}", *extra]
 
 
-def test_a_killed_gan_run_resumes_from_its_last_checkpoint(tmp_path):
+@pytest.mark.parametrize("extra", [(), ("privacy=dp", "profile.mask.batch_size=2")], ids=["plain", "dp"])
+def test_a_killed_gan_run_resumes_from_its_last_checkpoint(tmp_path, extra):
     """SIGKILL mid-epoch, then the same command: training continues at the checkpoint's global step
-    with its optimizer state (Adam's step counts) and EMA state (iterations_done), to the full budget."""
+    with its optimizer state (Adam's step counts) and EMA state (iterations_done), to the full budget.
+    Under DP-SGD the epsilon then counts every iteration, before and after the kill."""
     out = tmp_path / "run"
     last = out / "checkpoints" / "last.ckpt"
-    process = subprocess.Popen([sys.executable, "-m", "synthmed_lightning", *_mask_command(out)], cwd=PROJECT_ROOT,
+    process = subprocess.Popen([sys.executable, "-m", "synthmed_lightning", *_mask_command(out, *extra)], cwd=PROJECT_ROOT,
                                env={**os.environ, "OMP_NUM_THREADS": "1"},
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
@@ -44,7 +47,7 @@ def test_a_killed_gan_run_resumes_from_its_last_checkpoint(tmp_path):
     assert 0 < step < 2 * ITERATIONS and step % EVERY == 0
     assert int(killed["state_dict"]["iterations_done"]) == step // 2
 
-    result = run_cli(*_mask_command(out))
+    result = run_cli(*_mask_command(out, *extra))
     assert_ok(result)
     assert f"Resuming from {last} at global step {step}" in result.stdout + result.stderr
     final = load_checkpoint(last, "mask")
@@ -53,6 +56,9 @@ def test_a_killed_gan_run_resumes_from_its_last_checkpoint(tmp_path):
     for optimizer in final["optimizer_states"]:  # Adam's state continued, not restarted at the resume
         assert {int(s["step"]) for s in optimizer["state"].values()} == {ITERATIONS}
     assert (out / "metrics.json").read_text().count(f'"train/resumed_from_step": {step}') == 1
+    if extra:
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert metrics["privacy/steps"] == ITERATIONS and 9.5 < metrics["privacy/epsilon"] <= 10.0 + 1e-6
 
 
 class _Diverging(L.LightningModule):

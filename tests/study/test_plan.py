@@ -1,5 +1,6 @@
 """The study's step plan and scheduler, without training anything."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -69,3 +70,22 @@ def test_runner_runs_in_order_skips_finished_steps_and_reports_a_failure(tmp_pat
     with pytest.raises(StepFailed, match=r"study step c failed \(error: broken input\)"):
         run_steps(failing, tmp_path, workers=1, threads=1)
     assert not (tmp_path / "runs" / "d").exists()  # nothing after a failure starts
+
+
+def test_dp_guarantees_add_up_the_stages_of_each_export(tmp_path):
+    """An export's epsilon is the sum over the generators it needs (they read the same images);
+    with one of them trained without DP the export has no total."""
+    from synthmed_lightning.study.report import dp_guarantees
+
+    def metrics(run, **values):
+        (tmp_path / "runs" / run).mkdir(parents=True)
+        (tmp_path / "runs" / run / "metrics.json").write_text(json.dumps(values))
+
+    metrics("train_mask", **{"privacy/epsilon": 4.0, "privacy/delta": 1e-3})
+    metrics("train_image", **{"privacy/epsilon": 6.0, "privacy/delta": 1e-3})
+    metrics("train_single", **{"train/iterations": 10})
+    assert dp_guarantees(tmp_path) == {"dual_gan": {"train_mask": {"epsilon": 4.0, "delta": 1e-3},
+                                                    "train_image": {"epsilon": 6.0, "delta": 1e-3},
+                                                    "epsilon_total": 10.0, "delta_total": 2e-3}}
+    (tmp_path / "runs" / "train_image" / "metrics.json").write_text("{}")
+    assert dp_guarantees(tmp_path)["dual_gan"]["epsilon_total"] is None

@@ -18,6 +18,7 @@ def test_unknown_data_model_and_profile():
     assert_one_line_error(run_cli("data=drvie"), "unknown data 'drvie'", "drive")
     assert_one_line_error(run_cli("model=unet3d"), "unknown model 'unet3d'", "segmenter")
     assert_one_line_error(run_cli("profile=fast"), "unknown profile 'fast'", "smoke")
+    assert_one_line_error(run_cli("privacy=dpsgd"), "unknown privacy 'dpsgd'", "dp, none")
 
 
 def test_missing_dataset_root(tmp_path):
@@ -90,6 +91,8 @@ def test_mistyped_setting_is_named(tmp_path):
     assert_one_line_error(result, "batch_size")
     result = run_cli("stage=segment", *SMOKE, "data.patch_size=30", f"hydra.run.dir={tmp_path}")
     assert_one_line_error(result, "data.patch_size=30", "multiple")
+    result = run_cli("stage=segment", *SMOKE, "data.batchsize=3", f"hydra.run.dir={tmp_path}")
+    assert_one_line_error(result, "data.batchsize: no such setting", "+data.batchsize=")
 
 
 def test_evaluate_needs_a_checkpoint_of_the_right_stage(tmp_path, segment_run):

@@ -10,7 +10,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from synthmed_lightning.config import check_command_line, register_configs, validate
+from synthmed_lightning.config import check_command_line, check_settings_exist, register_configs, validate
 from synthmed_lightning.errors import UserError
 from synthmed_lightning.resources import config_dir
 
@@ -55,11 +55,12 @@ def _log_once_through_hydra() -> None:
 
 
 def main() -> None:
+    register_configs()
     try:
         check_command_line(sys.argv[1:])
+        check_settings_exist(sys.argv[1:])
     except UserError as error:
         _fail(error)
-    register_configs()
     _hydra_main()
 
 

@@ -19,7 +19,7 @@ from synthmed_lightning.errors import ConfigError
 from synthmed_lightning.resources import config_dir, experiments_dir
 from synthmed_lightning.speed import speed_options
 
-GROUPS = ("stage", "data", "model", "trainer", "speed", "logger", "callbacks", "profile", "debug", "paths")
+GROUPS = ("stage", "data", "model", "trainer", "speed", "logger", "callbacks", "profile", "debug", "paths", "privacy")
 
 
 def gan_max_steps(iterations) -> int:
@@ -82,6 +82,31 @@ def check_command_line(arguments: list[str]) -> None:
             value = value.strip()
             if value and value != "null" and value not in group_options(group):
                 raise ConfigError(f"unknown {group} '{value}': expected one of {', '.join(group_options(group))}")
+
+
+def check_settings_exist(arguments: list[str]) -> None:
+    """Compose the config once before Hydra runs, so that a setting the config does not have fails
+    in one line (Hydra's own message spans five). Sweeps (-m) are left to Hydra."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+
+    if any(a in ("-m", "--multirun") for a in arguments):
+        return
+    overrides = [a for a in arguments if "=" in a and not a.startswith("-") and not a.lstrip("+~").startswith("hydra")]
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            compose("config", overrides=overrides)
+    except HydraException as error:
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        missing = re.fullmatch(r"Could not override '(.+)'\.", lines[0]) if lines else None
+        if missing:
+            raise ConfigError(f"{missing.group(1)}: no such setting (a typo?); to add a new one, write "
+                              f"+{missing.group(1)}=...") from None
+        raise ConfigError(lines[0] if lines else str(error)) from None
+    finally:
+        GlobalHydra.instance().clear()
 
 
 def register_configs() -> None:

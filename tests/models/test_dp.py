@@ -36,6 +36,7 @@ def test_plan_spends_the_target_epsilon_and_more_noise_spends_less():
     ({**DP, "delta": 0.1}, 20, 4, "privacy.delta=0.1"),
     ({**DP, "target_epsilon": None}, 20, 4, "privacy.noise_multiplier or"),
     ({**DP, "noise_multiplier": -1.0}, 20, 4, "privacy.noise_multiplier=-1.0"),
+    ({**DP, "norm": "batch"}, 20, 4, "privacy.norm='batch'"),
 ])
 def test_bad_plans_are_config_errors(privacy, images, batch, fragment):
     with pytest.raises(ConfigError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
@@ -110,6 +111,8 @@ def test_private_mask_gan_keeps_checkpoint_keys_and_refuses_sample_mixing_layers
     rebuilt = MaskGAN(**private.hparams)
     rebuilt.load_state_dict(private.state_dict())
     assert set(rebuilt.state_dict()) == set(private.state_dict())
+    instance = MaskGAN(image_size=32, base_channels=8, spectral_norm=False, privacy={**plan, "norm": "instance"})
+    assert any(isinstance(m, nn.InstanceNorm2d) for m in instance.discriminator.modules())
     for option in ({"spectral_norm": True}, {"minibatch_std": True}, {"r1_gamma": 1.0}):
         with pytest.raises(ValueError, match=f"model.{next(iter(option))}=.*privacy=dp"):
             MaskGAN(image_size=32, base_channels=8, **{"spectral_norm": False, **option}, privacy=plan)

@@ -36,6 +36,7 @@ from torch import nn
 from synthmed_lightning.errors import ConfigError
 
 PRIVACY_MODES = ("none", "dp")
+NORMS = ("group", "instance")
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class DPPlan:
     expected_batch_size: int  # q x number of training images (rounded): Opacus' mean divides by it
     delta: float
     sensitivity: float = 1.0  # per image per step, in units of C (sqrt(5) for pix2pix, see above)
+    norm: str = "group"  # what replaces BatchNorm: group | instance
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -91,6 +93,9 @@ def plan_dp(privacy: dict, records: int, batch_size: int, steps: int, sensitivit
         raise ConfigError(f"privacy.delta={delta}: must be in (0, 1/{records}) for {records} training images")
     if clip <= 0:
         raise ConfigError(f"privacy.max_grad_norm={clip}: must be positive")
+    norm = privacy.get("norm", "group")
+    if norm not in NORMS:
+        raise ConfigError(f"privacy.norm={norm!r}: must be one of {', '.join(NORMS)}")
     sample_rate = batch_size / records
     sigma = privacy.get("noise_multiplier")
     if sigma is None:
@@ -105,7 +110,7 @@ def plan_dp(privacy: dict, records: int, batch_size: int, steps: int, sensitivit
     elif float(sigma) <= 0:
         raise ConfigError(f"privacy.noise_multiplier={sigma}: must be positive")
     return DPPlan(noise_multiplier=float(sigma), max_grad_norm=clip, sample_rate=sample_rate,
-                  expected_batch_size=max(1, round(batch_size)), delta=delta, sensitivity=float(sensitivity))
+                  expected_batch_size=max(1, round(batch_size)), delta=delta, sensitivity=float(sensitivity), norm=norm)
 
 
 def _require_opacus() -> None:
@@ -115,14 +120,15 @@ def _require_opacus() -> None:
         raise ConfigError("privacy=dp needs Opacus: pip install 'synthmed-lightning[dp]'") from None
 
 
-def make_private_network(network: nn.Module, name: str) -> nn.Module:
-    """`network` with BatchNorm swapped for GroupNorm and in-place activations made out-of-place (they
-    would overwrite what Opacus' hooks keep), checked for layers Opacus cannot take per sample."""
+def make_private_network(network: nn.Module, name: str, norm: str = "group") -> nn.Module:
+    """`network` with BatchNorm swapped for GroupNorm (`norm="instance"`: InstanceNorm) and in-place
+    activations made out-of-place (they would overwrite what Opacus' hooks keep), checked for
+    layers Opacus cannot take per sample."""
     _require_opacus()
     from opacus.validators import ModuleValidator
 
     logging.getLogger("opacus").setLevel(logging.WARNING)  # not one INFO line per replaced layer
-    network = ModuleValidator.fix(network)
+    network = ModuleValidator.fix(network, replace_bn_with_in=norm == "instance")
     for layer in network.modules():
         if getattr(layer, "inplace", False):
             layer.inplace = False

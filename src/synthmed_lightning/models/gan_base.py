@@ -105,7 +105,7 @@ class GANModule(L.LightningModule):
                                ("r1_gamma", h.r1_gamma), ("grad_clip", h.grad_clip)):
                 if value:  # each mixes samples or clips in a way DP-SGD's per-sample clipping cannot account
                     raise ValueError(f"model.{key}={value}: not possible with privacy=dp")
-            self.discriminator = make_private_network(self.discriminator, "discriminator")
+            self.discriminator = make_private_network(self.discriminator, "discriminator", self.dp_plan.norm)
         self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False).eval()
         self.register_buffer("fov", torch.ones(1, 1, h.image_size, h.image_size))
         self.register_buffer("iterations_done", torch.zeros((), dtype=torch.long))

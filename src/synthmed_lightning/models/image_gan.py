@@ -72,8 +72,8 @@ class ImageGAN(L.LightningModule):
         self.dp_plan = DPPlan(**privacy) if privacy else None
         self._hooks = None  # Opacus' per-sample-gradient hooks {"generator": ..., "discriminator": ...}
         if self.dp_plan is not None:
-            self.generator = make_private_network(self.generator, "generator")
-            self.discriminator = make_private_network(self.discriminator, "discriminator")
+            self.generator = make_private_network(self.generator, "generator", self.dp_plan.norm)
+            self.discriminator = make_private_network(self.discriminator, "discriminator", self.dp_plan.norm)
         # (mask, generated, real) uint8 triples of this validation epoch, for the sample grid.
         self.val_samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
 

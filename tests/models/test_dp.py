@@ -14,7 +14,7 @@ from synthmed_lightning.models.mask_gan import MaskGAN
 
 pytest.importorskip("opacus")
 
-DP = {"mode": "dp", "target_epsilon": 10.0, "delta": 1e-3, "max_grad_norm": 1.0}
+DP = {"mode": "dp", "target_epsilon": 10.0, "delta": 1e-3, "max_grad_norm": 1.0, "norm": "group"}
 
 
 def test_plan_spends_the_target_epsilon_and_more_noise_spends_less():

@@ -46,7 +46,7 @@ class DPPlan:
     noise_multiplier: float  # sigma: noise std / max_grad_norm, in each noisy sum
     max_grad_norm: float  # C: the clip of each sample's gradient
     sample_rate: float  # q: each training image's chance to be in a batch
-    expected_batch_size: int  # q x number of training images (rounded): Opacus' mean divides by it
+    expected_batch_size: int  # q x number of training images, the configured batch size: Opacus' mean divides by it
     delta: float
     sensitivity: float = 1.0  # per image per step, in units of C (sqrt(5) for pix2pix, see above)
     norm: str = "group"  # what replaces BatchNorm: group | instance
@@ -77,7 +77,7 @@ def epsilon_spent(noise_multiplier: float, sample_rate: float, steps: int, delta
 
 
 def plan_dp(privacy: dict, records: int, batch_size: int, steps: int, sensitivity: float = 1.0) -> DPPlan | None:
-    """The `privacy` config group (mode, noise_multiplier or target_epsilon, delta, max_grad_norm) for
+    """The `privacy` config group (mode, noise_multiplier or target_epsilon, delta, max_grad_norm, norm) for
     a run of `steps` iterations drawing on average `batch_size` of `records` training images."""
     mode = privacy.get("mode", "none")
     if mode not in PRIVACY_MODES:
@@ -88,12 +88,12 @@ def plan_dp(privacy: dict, records: int, batch_size: int, steps: int, sensitivit
     if batch_size >= records:
         raise ConfigError(f"privacy=dp: the batch size ({batch_size}) must be below the number of training images "
                           f"({records}); each image joins a batch with probability batch/images")
-    delta, clip = float(privacy.get("delta", 1e-5)), float(privacy.get("max_grad_norm", 1.0))
+    delta, clip = float(privacy["delta"]), float(privacy["max_grad_norm"])
     if not 0.0 < delta < 1.0 / records:
         raise ConfigError(f"privacy.delta={delta}: must be in (0, 1/{records}) for {records} training images")
     if clip <= 0:
         raise ConfigError(f"privacy.max_grad_norm={clip}: must be positive")
-    norm = privacy.get("norm", "group")
+    norm = privacy["norm"]
     if norm not in NORMS:
         raise ConfigError(f"privacy.norm={norm!r}: must be one of {', '.join(NORMS)}")
     sample_rate = batch_size / records
@@ -110,7 +110,7 @@ def plan_dp(privacy: dict, records: int, batch_size: int, steps: int, sensitivit
     elif float(sigma) <= 0:
         raise ConfigError(f"privacy.noise_multiplier={sigma}: must be positive")
     return DPPlan(noise_multiplier=float(sigma), max_grad_norm=clip, sample_rate=sample_rate,
-                  expected_batch_size=max(1, round(batch_size)), delta=delta, sensitivity=float(sensitivity), norm=norm)
+                  expected_batch_size=batch_size, delta=delta, sensitivity=float(sensitivity), norm=norm)
 
 
 def _require_opacus() -> None:
@@ -152,7 +152,11 @@ def attach_per_sample_gradients(network: nn.Module):
 @contextmanager
 def recording(wrapper):
     """Per-sample gradients for the forward and backward passes inside the block only: the
-    generator's step backpropagates through D, which must not leave D per-sample gradients."""
+    generator's step backpropagates through D, which must not leave D per-sample gradients.
+    `wrapper` None (training without DP): nothing to record."""
+    if wrapper is None:
+        yield
+        return
     wrapper.enable_hooks()
     try:
         yield

@@ -28,7 +28,6 @@ Choices for data sets of ~20 images (DRIVE), all hyperparameters:
 """
 
 import copy
-from contextlib import nullcontext
 from pathlib import Path
 
 import lightning as L
@@ -146,7 +145,7 @@ class GANModule(L.LightningModule):
 
         # Discriminator step: real up, fake (detached) down.
         self.toggle_optimizer(opt_d)
-        with recording(self._d_hooks) if self.dp_plan else nullcontext():
+        with recording(self._d_hooks):
             real_in = self.augment(real)
             if h.r1_gamma > 0:
                 real_in = real_in.detach().requires_grad_(True)

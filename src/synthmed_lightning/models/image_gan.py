@@ -16,8 +16,6 @@ steps per batch; `generator_steps` is the number of batches seen (see stages/ima
 
 from __future__ import annotations
 
-from contextlib import nullcontext
-
 import lightning as L
 import numpy as np
 import torch
@@ -137,7 +135,7 @@ class ImageGAN(L.LightningModule):
         return logits[: real.shape[0]], logits[real.shape[0]:]
 
     def _recording(self, network: str):
-        return recording(self._hooks[network]) if self.dp_plan is not None else nullcontext()
+        return recording(self._hooks[network] if self._hooks else None)
 
     def privacy_spent(self) -> dict[str, float]:
         """`privacy/...` figures of the generator trained so far (empty without DP)."""

@@ -43,9 +43,10 @@ def dp_guarantees(out: Path) -> dict:
         spent = {run: {"epsilon": m["privacy/epsilon"], "delta": m["privacy/delta"]}
                  for run, m in spent.items() if "privacy/epsilon" in m}
         if spent:
-            all_private = len(spent) == len(runs)
-            guarantees[condition] = {**spent, "epsilon_total": sum(v["epsilon"] for v in spent.values()) if all_private else None,
-                                     "delta_total": sum(v["delta"] for v in spent.values()) if all_private else None}
+            private = len(spent) == len(runs)  # a stage without DP leaves the export without a guarantee
+            totals = {f"{key}_total": sum(v[key] for v in spent.values()) if private else None
+                      for key in ("epsilon", "delta")}
+            guarantees[condition] = {**spent, **totals}
     return guarantees
 
 

@@ -115,14 +115,18 @@ def plain_clock(s: Subject, batches: list, steps: int, warmup: int, precision: s
     return clock
 
 
-def alternate(measures: dict, rounds: int) -> dict[str, list]:
-    """{name: [result of measures[name]() per round]}, the order reversed every other round so that a
-    drift in the machine's speed hits both sides alike."""
-    results = {name: [] for name in measures}
+def alternate(stage: str, steps: int, warmup: int, rounds: int,
+              clocks: dict[str, Callable[..., Clock]]) -> tuple[Subject, dict[str, list[Clock]]]:
+    """The stage's subject, and {side: [its Clock per round]} for each side's clock function
+    (called as clock(subject, batches, steps, warmup)) on the same batches; the order is reversed
+    every other round so that a drift in the machine's speed hits both sides alike."""
+    s = subject(stage)
+    batches = s.batches()
+    results = {side: [] for side in clocks}
     for r in range(rounds):
-        for name in (list(measures) if r % 2 == 0 else list(measures)[::-1]):
-            results[name].append(measures[name]())
-    return results
+        for side in (list(clocks) if r % 2 == 0 else list(clocks)[::-1]):
+            results[side].append(clocks[side](s, batches, steps, warmup))
+    return s, results
 
 
 def _segment_step(model, total_steps: int):

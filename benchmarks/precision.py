@@ -5,9 +5,10 @@ machine computes it natively (`${fast_precision:}`, synthmed_lightning/config.py
 that buys. Printed ratio: float32 step time / bf16 step time (> 1: bf16 is faster)."""
 
 import sys
+from functools import partial
 
 from _common import THREADS, median, setup_threads, write_result
-from _stages import STAGES, alternate, plain_clock, subject
+from _stages import STAGES, alternate, plain_clock
 
 from synthmed_lightning.config import fast_precision
 
@@ -19,11 +20,8 @@ def main(stages=STAGES) -> dict:
     setup_threads()
     results = {}
     for stage in stages:
-        s = subject(stage)
-        batches = s.batches()
-        steps, warmup = STEPS[stage]
-        clocks = alternate({precision: lambda p=precision: plain_clock(s, batches, steps, warmup, precision=p)
-                            for precision in ("32-true", "bf16-mixed")}, ROUNDS)
+        sides = {precision: partial(plain_clock, precision=precision) for precision in ("32-true", "bf16-mixed")}
+        s, clocks = alternate(stage, *STEPS[stage], ROUNDS, sides)
         fp32 = median([c.mean_s("cpu") for c in clocks["32-true"]])
         bf16 = median([c.mean_s("cpu") for c in clocks["bf16-mixed"]])
         results[stage] = {"batch_size": s.batch_size, "fp32_step_s": fp32, "bf16_step_s": bf16, "ratio": fp32 / bf16}

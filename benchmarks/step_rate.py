@@ -6,7 +6,7 @@ on a shared machine) and in wall time. Goal: ratio >= 0.95."""
 import sys
 
 from _common import THREADS, median, setup_threads, write_result
-from _stages import STAGES, alternate, lightning_clock, plain_clock, subject
+from _stages import STAGES, alternate, lightning_clock, plain_clock
 
 # (timed steps, warm-up steps) per round; rounds alternate the order of the two sides.
 STEPS = {"segment": (15, 3), "mask": (8, 2), "image": (5, 2)}
@@ -18,11 +18,8 @@ def main(stages=STAGES) -> dict:
     setup_threads()
     results = {}
     for stage in stages:
-        s = subject(stage)
-        batches = s.batches()
         steps, warmup = STEPS[stage]
-        clocks = alternate({"plain": lambda: plain_clock(s, batches, steps, warmup),
-                            "lightning": lambda: lightning_clock(s, batches, steps, warmup)}, ROUNDS)
+        s, clocks = alternate(stage, steps, warmup, ROUNDS, {"plain": plain_clock, "lightning": lightning_clock})
         row = {"batch_size": s.batch_size, "steps_per_round": steps, "warmup": warmup, "rounds": ROUNDS}
         for kind in ("cpu", "wall"):
             per_round = {side: [c.mean_s(kind) for c in cs] for side, cs in clocks.items()}

@@ -6,6 +6,7 @@ import shutil
 
 import cv2
 import numpy as np
+import pytest
 
 from conftest import SMOKE, assert_one_line_error, run_cli
 
@@ -116,9 +117,11 @@ def test_a_failed_rerun_keeps_earlier_outputs(tmp_path, segment_run):
     assert json.loads(before)["test/f1_vessel"] > 0
 
 
-def test_multirun_with_subprocess_ddp_is_refused(tmp_path):
-    result = run_cli("-m", "stage=segment", *SMOKE, "trainer=ddp_cpu", f"hydra.sweep.dir={tmp_path}")
-    assert_one_line_error(result, "trainer.strategy=ddp", "ddp_spawn")
+@pytest.mark.parametrize("ddp", [("trainer.devices=2",), ("trainer=ddp_cpu",)])
+def test_multirun_with_subprocess_ddp_is_refused(tmp_path, ddp):
+    """Several devices under `-m` (the default strategy auto, or a named ddp) is refused in one line."""
+    result = run_cli("-m", "stage=mask", *SMOKE, *ddp, f"hydra.sweep.dir={tmp_path}")
+    assert_one_line_error(result, "trainer.devices=2", "ddp_spawn")
 
 
 def _copy_run(segment_run, tmp_path):
@@ -152,3 +155,46 @@ def test_unwritable_output_folder_is_named(tmp_path, segment_run):
     result = run_cli("stage=pseudolabel", f"ckpt_path={segment_run / 'checkpoints' / 'last.ckpt'}",
                      f"out_dir={blocker / 'labelled'}", f"hydra.run.dir={tmp_path / 'run'}")
     assert_one_line_error(result, "out_dir=", "a_file is a file, not a folder")
+
+
+# Budgets and seeds: a budget below 1 trains without end (negative GAN iterations become
+# max_steps=-1) or not at all; a seed outside numpy's range failed with a traceback.
+@pytest.mark.parametrize(("overrides", "fragment"), [
+    (("stage=mask", "profile.mask.iterations=-5"), "profile.mask.iterations=-5: must be an integer >= 1"),
+    (("stage=image", "profile.image.iterations=0"), "profile.image.iterations=0"),
+    (("stage=single", "profile.single.val_every=0"), "profile.single.val_every=0"),
+    (("stage=segment", "profile.segment.max_steps=-3"), "profile.segment.max_steps=-3"),
+    # Any stage's budget is checked, not only the running stage's.
+    (("stage=segment", "profile.mask.iterations=abc"), "profile.mask.iterations=abc"),
+    (("stage=segment", "trainer.max_steps=0"), "trainer.max_steps=0: must be an integer >= 1"),
+    (("stage=segment", "trainer.max_steps=-1"), "trainer.max_steps=-1"),
+    (("stage=evaluate", "ckpt_path=x.ckpt", "trainer.max_steps=-2"), "trainer.max_steps=-2: must be an integer >= 1 or -1"),
+    (("stage=segment", "seed=-1"), "seed=-1: must be an integer from 0 to 4294967295"),
+    (("stage=segment", "seed=4294967296"), "seed=4294967296"),
+    (("stage=segment", "seed=1.5"), "seed=1.5"),
+    (("stage=segment", "seed=null"), "seed=None"),
+])
+def test_bad_budgets_and_seeds_are_refused_before_running(overrides, fragment):
+    from conftest import compose_config
+    from synthmed_lightning.config import validate
+    from synthmed_lightning.errors import ConfigError
+
+    with pytest.raises(ConfigError) as error:
+        validate(compose_config(*SMOKE, *overrides))
+    assert fragment in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("overrides", [
+    ("stage=mask",), ("stage=segment", "seed=0"), ("stage=segment", f"seed={2**32 - 1}"),
+    ("stage=generate", "num_samples=1", "out_dir=x", "single_ckpt=x"),  # trainer.max_steps=-1: not a training stage
+])
+def test_good_budgets_and_seeds_pass(overrides):
+    from conftest import compose_config
+    from synthmed_lightning.config import validate
+
+    validate(compose_config(*SMOKE, *overrides))
+
+
+def test_negative_seed_is_one_line_on_the_command_line(tmp_path):
+    result = run_cli("stage=segment", *SMOKE, "seed=-1", f"hydra.run.dir={tmp_path / 'run'}")
+    assert_one_line_error(result, "seed=-1: must be an integer from 0 to 4294967295")

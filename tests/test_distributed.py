@@ -2,25 +2,36 @@
 Hydra launchers for clusters (`hydra/launcher=slurm`, its local twin `hydra/launcher=local`)."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import SMOKE, assert_ok, compose_config, run_cli
+from conftest import PROJECT_ROOT, SMOKE, assert_ok, compose_config, run_cli
 from synthmed_lightning.checkpoints import load_checkpoint
 
 
+def _only_run_dir(cwd: Path, stage: str) -> Path:
+    """The run directory a command without hydra.run.dir made under `<cwd>/outputs/<stage>/`."""
+    runs = [p for p in (cwd / "outputs" / stage).iterdir() if p.is_dir()]
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("stage", ["mask", "image"])
-def test_gan_ddp_ranks_stay_identical_and_only_rank0_writes(tmp_path, stage):
-    """Two processes, manual optimisation with two optimizers: both ranks see different batches, yet
+@pytest.mark.parametrize("stage", ["mask", "image", "single"])
+def test_gan_stage_on_two_devices_as_advertised(tmp_path, stage):
+    """`python -m synthmed_lightning stage=<gan> trainer.devices=2` exactly as the README has it (the
+    default trainer, strategy auto; only profile=smoke added, plus a probe that records each rank).
+    Two processes, manual optimisation with two optimizers: both ranks see different batches, yet
     every parameter (G and D) ends bit-identical on both (gradients all-reduced in each
     manual_backward); the checkpoint holds those weights, and rank 1 writes no file. BatchNorm running
     statistics are buffers, updated from each rank's own last batch, so they are not compared."""
-    out, probe = tmp_path / "run", tmp_path / "probe"
-    assert_ok(run_cli(f"stage={stage}", *SMOKE, "trainer=ddp_cpu", "trainer.devices=2", "logger=none",
-                      f"profile.{stage}.iterations=6", f"profile.{stage}.val_every=3", f"hydra.run.dir={out}",
-                      "+callbacks.probe._target_=tests.ddp_probe.RankProbe", f"+callbacks.probe.out_dir={probe}"))
+    probe = tmp_path / "probe"
+    assert_ok(run_cli(f"stage={stage}", "trainer.devices=2", "profile=smoke",
+                      "+callbacks.probe._target_=tests.ddp_probe.RankProbe", f"+callbacks.probe.out_dir={probe}",
+                      cwd=tmp_path, env={"PYTHONPATH": str(PROJECT_ROOT)}))
+    out = _only_run_dir(tmp_path, stage)
     ranks = [json.loads((probe / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert all(r["world_size"] == 2 for r in ranks)
     assert ranks[0]["first_batch"] != ranks[1]["first_batch"]  # each rank trained on its own data
@@ -31,9 +42,37 @@ def test_gan_ddp_ranks_stay_identical_and_only_rank0_writes(tmp_path, stage):
     saved = load_checkpoint(out / "checkpoints" / "last.ckpt", stage)["state_dict"]
     assert all(torch.equal(saved[k], weights[0][k]) for k in weights[0])
     assert ranks[1]["checkpoint"] == 0 and ranks[1]["png"] == 0
-    assert ranks[0]["checkpoint"] >= 1 and ranks[0]["png"] >= 3  # validations at 3 and 6, and the final one
+    assert ranks[0]["checkpoint"] >= 1 and ranks[0]["png"] >= 3  # two validations and the final one
     assert [p.name for p in (out / "checkpoints").iterdir()] == ["last.ckpt"]
-    assert json.loads((out / "metrics.json").read_text())["train/iterations"] == 6
+    metrics = json.loads((out / "metrics.json").read_text())
+    iterations = compose_config(f"stage={stage}", "profile=smoke").profile[stage].iterations
+    assert metrics["train/iterations"] == iterations
+
+
+@pytest.mark.slow
+def test_segment_on_two_devices_as_advertised(tmp_path):
+    assert_ok(run_cli("stage=segment", "trainer.devices=2", "profile=smoke", cwd=tmp_path))
+    out = _only_run_dir(tmp_path, "segment")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test/auc"] > 0.8
+    # Both ranks tested half of the 6 images each; rank 0 gathered the metric over all of them.
+    assert len(list((out / "predictions").glob("*_prob.png"))) == 6
+    assert (out / "checkpoints" / "last.ckpt").is_file()
+
+
+@pytest.mark.parametrize("trainer", [(), ("trainer=gpu",)])
+@pytest.mark.parametrize("devices", [("trainer.devices=4",), ("trainer.devices=[0,1]",), ("trainer.num_nodes=2",)])
+def test_several_processes_get_the_gan_strategy(trainer, devices):
+    """Whatever starts several processes (devices, a device list, nodes; CPU or GPU trainer) gives the
+    GAN stages find-unused-parameters DDP; one device keeps `auto`."""
+    from synthmed_lightning.stages.common import gan_strategy
+
+    cfg = compose_config("stage=image", *trainer, *devices)
+    assert gan_strategy(cfg.trainer) == "ddp_find_unused_parameters_true"
+    assert gan_strategy(compose_config("stage=image", *trainer).trainer) == "auto"
+    assert gan_strategy(compose_config("stage=image", "trainer=ddp_cpu").trainer) == "ddp_find_unused_parameters_true"
+    assert gan_strategy(compose_config("stage=image", "trainer.strategy=ddp_spawn", *devices).trainer) == \
+        "ddp_spawn_find_unused_parameters_true"
 
 
 def test_slurm_launcher_takes_its_sizes_from_the_trainer():

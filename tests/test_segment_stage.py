@@ -92,34 +92,25 @@ def test_evaluate_resamples_to_the_training_scale():
 
 
 def test_hydra_multirun_sweeps(tmp_path):
-    result = run_cli("-m", "stage=segment", *SMOKE, "trainer.max_steps=4", "model.lr=1e-3,2e-3",
-                     f"hydra.sweep.dir={tmp_path}")
-    assert_ok(result)
-    runs = sorted(p for p in tmp_path.iterdir() if p.is_dir())
+    """The README's sweep, as written (profile=smoke is already part of it), from another folder."""
+    assert_ok(run_cli("-m", "stage=segment", "profile=smoke", "model.lr=1e-3,2e-3", cwd=tmp_path))
+    sweeps = list((tmp_path / "outputs" / "multirun" / "segment").iterdir())
+    assert len(sweeps) == 1
+    runs = sorted(p for p in sweeps[0].iterdir() if p.is_dir())
     assert [p.name for p in runs] == ["0", "1"]
     lrs = [yaml.safe_load((p / ".hydra" / "config.yaml").read_text())["model"]["lr"] for p in runs]
     assert lrs == [1e-3, 2e-3]
-    assert all((p / "metrics.json").is_file() for p in runs)
-
-
-@pytest.mark.slow
-def test_ddp_over_two_cpu_processes(tmp_path):
-    result = run_cli("stage=segment", *SMOKE, "trainer=ddp_cpu", "trainer.devices=2", f"hydra.run.dir={tmp_path}")
-    assert_ok(result)
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert metrics["test/auc"] > 0.8
-    # Both ranks tested half of the 6 images each; rank 0 gathered the metric over all of them.
-    assert len(list((tmp_path / "predictions").glob("*_prob.png"))) == 6
-    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    assert all(json.loads((p / "metrics.json").read_text())["test/auc"] > 0.5 for p in runs)
 
 
 def test_wandb_offline_writes_a_run(tmp_path):
-    result = run_cli("stage=segment", *SMOKE, "logger=wandb", "trainer.max_steps=4", f"hydra.run.dir={tmp_path}",
-                     env={"WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_SILENT": "true"})
+    """The README's `logger=wandb` command (with profile=smoke), offline as without credentials."""
+    result = run_cli("stage=segment", "profile=smoke", "logger=wandb", cwd=tmp_path,
+                     env={"WANDB_MODE": "offline", "WANDB_SILENT": "true"})
     assert_ok(result)
-    runs = list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
+    runs = list(tmp_path.rglob("wandb/offline-run-*/run-*.wandb"))
     assert len(runs) == 1 and runs[0].stat().st_size > 0
-    media = list((tmp_path / "wandb").glob("offline-run-*/files/media/images/test/*.png"))
+    media = list(runs[0].parent.glob("files/media/images/test/*.png"))
     assert media, "prediction overlays should be logged as images"
     assert b"patches_per_epoch" in runs[0].read_bytes()  # the resolved config was logged
 

@@ -74,10 +74,10 @@ class EncoderFeatures:
     """The first `_LEVELS` encoder levels of a trained `segment` checkpoint's U-Net, as a feature extractor."""
 
     def __init__(self, segment_ckpt: str, device: str = "cpu"):
-        from synthmed_lightning.checkpoints import load_checkpoint, restore_module
+        from synthmed_lightning.checkpoints import load_module
         from synthmed_lightning.models.segmenter import Segmenter
 
-        model = restore_module(Segmenter, load_checkpoint(segment_ckpt, expected_stage="segment"))
+        model = load_module(Segmenter, segment_ckpt, "segment")
         self.net = model.net
         if not all(hasattr(self.net, a) for a in ("encode", "size_multiple")):
             raise ConfigError(f"segment_ckpt={segment_ckpt}: its network {type(self.net).__name__} has no U-Net encoder")

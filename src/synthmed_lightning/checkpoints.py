@@ -1,6 +1,8 @@
 """Loading our own Lightning checkpoints safely (`weights_only=True`: no code runs on load) and
 checking they come from the stage the caller expects."""
 
+import types
+import typing
 from pathlib import Path
 
 import torch
@@ -28,18 +30,73 @@ def load_checkpoint(path: str | Path, expected_stage: str) -> dict:
     return checkpoint
 
 
-def restore_module(module_class, checkpoint: dict):
-    """Rebuild a LightningModule from its saved hyperparameters and load its weights."""
+def restore_module(module_class, checkpoint: dict, source: str | Path = "the checkpoint"):
+    """Rebuild a LightningModule from its saved hyperparameters and load its weights.
+
+    The hyperparameters are data from elsewhere: each must have the type the constructor declares,
+    and networks are built only from this package's own classes (`models/components/registry.py`),
+    so a crafted checkpoint can name nothing that runs."""
+    from synthmed_lightning.models.components.registry import UnknownNetworkError
+
+    hparams = checkpoint.get("hyper_parameters")
+    if not isinstance(hparams, dict) or not all(isinstance(k, str) for k in hparams):
+        raise CheckpointError(f"{source} holds no hyper_parameters to rebuild its {module_class.__name__} from")
+    wrong = _wrongly_typed(module_class, hparams)
+    if wrong:
+        raise CheckpointError(f"{source}: hyperparameter {wrong}: not a checkpoint this version wrote")
     try:
-        module = module_class(**checkpoint["hyper_parameters"])
+        module = module_class(**hparams)
+    except UnknownNetworkError as error:
+        raise CheckpointError(f"{source} was refused: {error}") from None
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"checkpoint settings do not fit this version's {module_class.__name__}: {error}") from None
     missing, unexpected = _key_mismatch(module.state_dict(), checkpoint["state_dict"])
     if missing or unexpected:
         raise CheckpointError(f"checkpoint weights do not fit this version's {module_class.__name__}: "
                               f"{len(missing)} missing (e.g. {missing[:1]}), {len(unexpected)} unexpected (e.g. {unexpected[:1]})")
-    module.load_state_dict(checkpoint["state_dict"])
+    try:
+        module.load_state_dict(checkpoint["state_dict"])
+    except (RuntimeError, TypeError) as error:  # a tensor of another shape, or not a tensor at all
+        raise CheckpointError(f"checkpoint weights do not fit this version's {module_class.__name__}: "
+                              f"{str(error).strip().splitlines()[-1].strip()}") from None
     return module
+
+
+def load_module(module_class, path: str | Path, expected_stage: str):
+    """The LightningModule a checkpoint of `expected_stage` holds, checked and rebuilt (CheckpointError otherwise)."""
+    return restore_module(module_class, load_checkpoint(path, expected_stage), source=path)
+
+
+def _wrongly_typed(module_class, hparams: dict) -> str | None:
+    """`name=value` of the first hyperparameter whose value does not have its declared type."""
+    hints = typing.get_type_hints(module_class.__init__)
+    for key, value in hparams.items():
+        if key in hints and not _has_type(value, hints[key]):
+            return f"{key}={value!r}"[:120]
+    return None
+
+
+def _has_type(value, hint) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is typing.Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_has_type(value, arg) for arg in args)
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin in (list, tuple) or hint in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            return False
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return len(value) == len(args) and all(_has_type(v, a) for v, a in zip(value, args))
+        return not args or all(_has_type(v, args[0]) for v in value)
+    if origin is dict or hint is dict:
+        return isinstance(value, dict)
+    return isinstance(value, hint) if isinstance(hint, type) else True
 
 
 def check_resumable(path: str | Path, expected_stage: str, module) -> dict:

@@ -145,6 +145,26 @@ class DataSchema:
 
 def validate(cfg: DictConfig) -> None:
     """Types and ranges of the common settings; the readers check paths and files themselves."""
+    def whole(value) -> bool:  # YAML true/false are ints to Python, not budgets or seeds
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    # Checked first, before anything resolves `${gan_max_steps:...}` from them. seed: the range numpy
+    # and Lightning's seed_everything accept (outside it, a traceback from deep in the stage).
+    seed = cfg.get("seed")
+    if not whole(seed) or not 0 <= seed <= 2**32 - 1:
+        raise ConfigError(f"seed={seed}: must be an integer from 0 to {2**32 - 1}")
+    # A budget below 1 trains without end (gan_max_steps maps negative iterations to max_steps=-1)
+    # or not at all; every stage's budget is checked, whichever stage runs.
+    for section, settings in (cfg.get("profile") or {}).items():
+        for key in ("iterations", "max_steps", "val_every"):
+            if isinstance(settings, DictConfig) and key in settings and not (whole(settings[key]) and settings[key] >= 1):
+                raise ConfigError(f"profile.{section}.{key}={settings[key]}: must be an integer >= 1")
+    # -1 (the trainer config's default) means "no step limit": only stages that do not train may keep it.
+    max_steps = OmegaConf.select(cfg, "trainer.max_steps", default=-1)
+    training = cfg.get("stage") in ("segment", "mask", "image", "single")
+    if not whole(max_steps) or max_steps < -1 or max_steps == 0 or (training and max_steps < 1):
+        raise ConfigError(f"trainer.max_steps={max_steps}: must be an integer >= 1"
+                          + (f" (stage={cfg.stage} trains for that many optimizer steps)" if training else " or -1"))
     schema = OmegaConf.structured(DataSchema)
     OmegaConf.set_struct(schema, False)
     try:
@@ -175,19 +195,39 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"ckpt_path={ckpt_path}: file not found")
 
 
+def process_count(trainer) -> int:
+    """How many training processes Lightning starts for a trainer config: devices per node (an int, a
+    list or "0,1" of device ids, or -1 / "auto" for every GPU) times `num_nodes`. With more than one,
+    Lightning's `strategy: auto` becomes DDP."""
+    devices, accelerator = trainer.get("devices", 1), str(trainer.get("accelerator", "auto"))
+    if devices in (-1, "-1", "auto"):
+        import torch
+
+        per_node = 1 if accelerator == "cpu" or not torch.cuda.is_available() else torch.cuda.device_count()
+    elif isinstance(devices, str):
+        per_node = int(devices) if devices.strip().isdigit() else len([d for d in devices.split(",") if d.strip()])
+    elif isinstance(devices, int):
+        per_node = devices
+    else:  # a list of device ids
+        per_node = len(devices)
+    return max(1, per_node) * int(trainer.get("num_nodes", 1) or 1)
+
+
 def _check_distributed(cfg: DictConfig) -> None:
     """Lightning's subprocess DDP re-runs the whole command line, so under `-m` every rank would
-    re-run the whole sweep (PITFALLS.md): refuse that combination with the way out."""
+    re-run the whole sweep (docs/pitfalls.md): refuse that combination with the way out."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     trainer = cfg.get("trainer") or {}
-    devices, strategy = trainer.get("devices", 1), str(trainer.get("strategy", "auto"))
-    several = devices == -1 or (isinstance(devices, int) and devices > 1) or trainer.get("num_nodes", 1) > 1
-    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    if process_count(trainer) == 1 or not (HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN):
+        return
+    strategy = str(trainer.get("strategy", "auto"))
     # Under SLURM (hydra/launcher=slurm) the scheduler starts one task per device and Lightning
     # launches nothing: that is the way distributed sweeps are meant to run.
-    scheduled = multirun and "SlurmLauncher" in str(OmegaConf.select(HydraConfig.get(), "launcher._target_") or "")
-    if multirun and several and strategy.startswith("ddp") and "spawn" not in strategy and not scheduled:
-        raise ConfigError(f"trainer.strategy={strategy} with --multirun would re-run the whole sweep in every process: "
-                          "use trainer.strategy=ddp_spawn (or hydra/launcher=slurm) for distributed sweeps")
+    scheduled = "SlurmLauncher" in str(OmegaConf.select(HydraConfig.get(), "launcher._target_") or "")
+    # `auto` with several processes is Lightning's subprocess DDP too.
+    if (strategy == "auto" or strategy.startswith("ddp")) and "spawn" not in strategy and not scheduled:
+        raise ConfigError(f"trainer.devices={trainer.get('devices')} (trainer.strategy={strategy}, DDP in subprocesses) "
+                          "with --multirun would re-run the whole sweep in every process: add "
+                          "trainer.strategy=ddp_spawn (or use hydra/launcher=slurm) for distributed sweeps")

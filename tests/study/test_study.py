@@ -1,22 +1,33 @@
-"""stage=study (make reproduce-paper) end to end on the phantom with the smoke profile."""
+"""`make reproduce-paper` (stage=study) end to end on the phantom with the smoke profile."""
 
 import json
 import math
 import re
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import SMOKE, assert_ok, assert_one_line_error, run_cli
+from conftest import PROJECT_ROOT, SMOKE, assert_ok, assert_one_line_error, run_cli
 
 CONDITIONS = ("real", "dual_gan", "single_gan", "real_plus_dual_gan")
+
+
+def make_reproduce_paper(out: Path, *args: str) -> subprocess.CompletedProcess:
+    """`make reproduce-paper DATA=phantom PROFILE=smoke OUT=<out>`, as the README has it."""
+    if not (PROJECT_ROOT / ".venv" / ".installed").is_file():
+        pytest.skip("make reproduce-paper runs in the project's .venv: run `make install` (or `make test`) first")
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(["make", "-s", "-C", str(PROJECT_ROOT), "reproduce-paper", "DATA=phantom", "PROFILE=smoke",
+                           f"OUT={out}", *args], env=env, capture_output=True, text=True, timeout=900)
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("study") / "out"
-    assert_ok(run_cli("stage=study", *SMOKE, f"study.out_dir={out}", timeout=900))
+    assert_ok(make_reproduce_paper(out))
     return out
 
 
@@ -49,7 +60,7 @@ def test_results_have_every_key_with_finite_values(study):
 def test_rerun_skips_finished_steps_and_redoes_a_missing_one(study):
     before = json.loads((study / "results.json").read_text())
     shutil.rmtree(study / "runs" / "segment_single_gan")
-    result = run_cli("stage=study", *SMOKE, f"study.out_dir={study}", "logger=wandb", "run_group=smoke-study")
+    result = make_reproduce_paper(study, "ARGS=logger=wandb run_group=smoke-study")
     assert_ok(result)
     log = result.stdout + result.stderr
     steps = int(re.search(r": (\d+) steps, ", log).group(1))  # 11: 3 GANs, 2 exports, 4 U-Nets, 2 audits

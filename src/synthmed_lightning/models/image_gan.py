@@ -20,10 +20,10 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
 
 from synthmed_lightning.checkpoints import STAGE_KEY
 from synthmed_lightning.models.components.gan_losses import LOSS_KINDS, discriminator_loss, generator_loss
+from synthmed_lightning.models.components.registry import build_network
 from synthmed_lightning.models.dp import (DPPlan, attach_per_sample_gradients, make_private_network,
                                           prepare_noise_only_step, private_optimizer, recording)
 
@@ -47,8 +47,9 @@ def to_uint8(image: torch.Tensor) -> np.ndarray:
 class ImageGAN(L.LightningModule):
     """pix2pix on (mask, FOV) -> RGB fundus image.
 
-    `generator` and `discriminator` are Hydra `_target_` dicts (plain, so they are checkpoint
-    hyperparameters). `paint` is the API the generate stage uses: any image size, deterministic.
+    `generator` and `discriminator` are `_target_` dicts naming networks of
+    `models/components/registry.py` (plain, so they are checkpoint hyperparameters).
+    `paint` is the API the generate stage uses: any image size, deterministic.
     `train_fov_diameter` records the FOV scale (px) it learned at: vessels painted onto masks of
     another scale get the wrong width, so `stage=generate` warns about a mismatch.
     `appearance` is the training images' colour-statistics model (`data/appearance.py`,
@@ -64,8 +65,8 @@ class ImageGAN(L.LightningModule):
             raise ValueError(f"unknown GAN loss {loss!r}: expected one of {', '.join(LOSS_KINDS)}")
         self.save_hyperparameters()
         self.automatic_optimization = False
-        self.generator = instantiate(generator)
-        self.discriminator = instantiate(discriminator)
+        self.generator = build_network(generator, "generator")
+        self.discriminator = build_network(discriminator, "discriminator")
         # DP-SGD on both networks (privacy=dp, models/dp.py): G's L1 term reads the real image too.
         self.dp_plan = DPPlan(**privacy) if privacy else None
         self._hooks = None  # Opacus' per-sample-gradient hooks {"generator": ..., "discriminator": ...}

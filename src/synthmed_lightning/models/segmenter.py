@@ -3,11 +3,11 @@
 import lightning as L
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
 
 from synthmed_lightning.checkpoints import STAGE_KEY
 from synthmed_lightning.inference import sliding_window_predict
 from synthmed_lightning.metrics.segmentation import VesselSegmentationMetrics
+from synthmed_lightning.models.components.registry import build_network
 
 # Below this relative scale difference, resampling would only blur: predict at native size.
 _SCALE_TOLERANCE = 0.05
@@ -21,7 +21,8 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0)
 
 
 class Segmenter(L.LightningModule):
-    """Binary vessel segmentation with a configurable network (`net` is a Hydra `_target_` dict).
+    """Binary vessel segmentation with a configurable network (`net` is a `_target_` dict naming one of
+    `models/components/registry.py`'s networks).
 
     Everything needed to reuse a checkpoint on other data is a hyperparameter: the network,
     the input preprocessing and `train_fov_diameter`, the FOV scale (px) the model was trained at.
@@ -33,7 +34,7 @@ class Segmenter(L.LightningModule):
                  train_fov_diameter: float | None = None, preprocess: dict | None = None):
         super().__init__()
         self.save_hyperparameters()
-        self.net = instantiate(net)
+        self.net = build_network(net, "net")
         self.val_metrics = VesselSegmentationMetrics(threshold)
         self.test_metrics = VesselSegmentationMetrics(threshold)
 

@@ -12,8 +12,10 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from synthmed_lightning.checkpoints import check_resumable
+from synthmed_lightning.config import process_count
 from synthmed_lightning.data.datamodule import VesselDataModule
 from synthmed_lightning.errors import CheckpointError, ConfigError
+from synthmed_lightning.models.components.registry import UnknownNetworkError
 from synthmed_lightning.models.dp import plan_dp
 from synthmed_lightning.speed import speed_options
 
@@ -34,7 +36,10 @@ def instantiate_primitive(node, **extra):
     `net`), so the module can store them as hyperparameters and rebuild itself from a checkpoint."""
     kwargs = {**to_primitive(node), **extra}
     target = kwargs.pop("_target_")
-    return get_class(target)(**kwargs)
+    try:
+        return get_class(target)(**kwargs)
+    except UnknownNetworkError as error:
+        raise ConfigError(f"model.{error}") from None
 
 
 def plan_privacy(cfg: DictConfig, datamodule, images: int, sensitivity: float = 1.0) -> dict | None:
@@ -83,10 +88,15 @@ def build_trainer(cfg: DictConfig, callbacks: list | None = None, **overrides) -
 _DDP_FOR_GANS = {s: f"{s}_find_unused_parameters_true" for s in ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook")}
 
 
-def gan_strategy(strategy) -> object:
+def gan_strategy(trainer_cfg) -> object:
     """The trainer strategy a GAN stage runs with. Each manual_backward all-reduces gradients, and the
-    D step leaves G without any (PITFALLS.md): plain DDP variants become their
-    find_unused_parameters_true twins; anything else (auto, a strategy object) is kept."""
+    D step leaves G without any (docs/pitfalls.md), so DDP must look for unused parameters: plain DDP
+    variants become their find_unused_parameters_true twins, and so does `auto` when the trainer
+    starts several processes (Lightning would pick plain `ddp` there). Anything else (auto on one
+    device, a strategy object) is kept."""
+    strategy = trainer_cfg.get("strategy", "auto")
+    if strategy == "auto" and process_count(trainer_cfg) > 1:
+        strategy = "ddp"
     return _DDP_FOR_GANS.get(strategy, strategy) if isinstance(strategy, str) else strategy
 
 
@@ -113,7 +123,8 @@ def fit(trainer: L.Trainer, model: L.LightningModule, datamodule, cfg: DictConfi
         checkpoint = check_resumable(ckpt_path, cfg.stage, model)
         start_step = int(checkpoint.get("global_step", 0))
         _check_schedule_length(checkpoint, trainer, ckpt_path)
-        _warn_changed_hparams(checkpoint.get("hyper_parameters") or {}, dict(model.hparams))
+        saved = checkpoint.get("hyper_parameters")
+        _warn_changed_hparams(saved if isinstance(saved, dict) else {}, dict(model.hparams))
         log.info("Resuming from %s at global step %d", ckpt_path, start_step)
         del checkpoint
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)

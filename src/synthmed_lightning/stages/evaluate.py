@@ -9,7 +9,7 @@ import time
 from omegaconf import DictConfig
 
 from synthmed_lightning.callbacks.prediction_writer import PredictionWriter
-from synthmed_lightning.checkpoints import load_checkpoint, restore_module
+from synthmed_lightning.checkpoints import load_module
 from synthmed_lightning.models.segmenter import Segmenter
 from synthmed_lightning.stages.common import (build_datamodule, build_trainer, finish_loggers, run_dir,
                                               scalar_metrics, write_json)
@@ -17,7 +17,7 @@ from synthmed_lightning.stages.common import (build_datamodule, build_trainer, f
 
 def run_evaluate(cfg: DictConfig) -> dict:
     start = time.perf_counter()
-    model = restore_module(Segmenter, load_checkpoint(cfg.ckpt_path, expected_stage="segment"))
+    model = load_module(Segmenter, cfg.ckpt_path, "segment")
     datamodule = build_datamodule(cfg, preprocess=model.hparams.preprocess)
     out = run_dir(cfg)
     trainer = build_trainer(cfg, callbacks=[PredictionWriter(out / "predictions", model.hparams.threshold)])

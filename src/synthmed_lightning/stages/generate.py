@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from synthmed_lightning.checkpoints import load_checkpoint, restore_module
+from synthmed_lightning.checkpoints import load_module
 from synthmed_lightning.data.appearance import AppearanceModel, transfer_colour
 from synthmed_lightning.data.mask_data import from_square
 from synthmed_lightning.data.sample import fov_diameter
@@ -83,8 +83,8 @@ class DualGenerator:
         from synthmed_lightning.models.image_gan import ImageGAN
         from synthmed_lightning.models.mask_gan import MaskGAN
 
-        self.mask_gan = restore_module(MaskGAN, load_checkpoint(mask_ckpt, "mask")).to(device).eval()
-        self.image_gan = restore_module(ImageGAN, load_checkpoint(image_ckpt, "image")).to(device).eval()
+        self.mask_gan = load_module(MaskGAN, mask_ckpt, "mask").to(device).eval()
+        self.image_gan = load_module(ImageGAN, image_ckpt, "image").to(device).eval()
         self.checkpoints = {"mask": mask_ckpt, "image": image_ckpt}
         self.source_size = self.mask_gan.hparams.get("source_size")
         self.train_fov_diameter = self.image_gan.hparams.get("train_fov_diameter")
@@ -121,7 +121,7 @@ class SingleGenerator:
     def __init__(self, single_ckpt: str, device: torch.device):
         from synthmed_lightning.models.joint_gan import JointGAN
 
-        self.joint_gan = restore_module(JointGAN, load_checkpoint(single_ckpt, "single")).to(device).eval()
+        self.joint_gan = load_module(JointGAN, single_ckpt, "single").to(device).eval()
         self.checkpoints = {"single": single_ckpt}
         self.source_size = self.joint_gan.hparams.get("source_size")
         self.train_fov_diameter = None

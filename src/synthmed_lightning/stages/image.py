@@ -82,7 +82,7 @@ def run_image(cfg: DictConfig) -> dict:
         raise ConfigError(f"model: {str(error).splitlines()[0]}") from None
     loss_history = LossHistory(monitor="train/l1")
     trainer = build_trainer(cfg, callbacks=[loss_history, SampleGridWriter(out / "samples")],
-                            strategy=gan_strategy(cfg.trainer.get("strategy", "auto")))
+                            strategy=gan_strategy(cfg.trainer))
     resumed_from = fit(trainer, model, datamodule, cfg)
     fit_seconds = time.perf_counter() - start
     # A final validation at the last step (max_steps may stop mid-epoch): val/l1 and the grid of the final model.

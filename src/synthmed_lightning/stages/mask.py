@@ -53,7 +53,7 @@ def train_gan(cfg: DictConfig, module_class: type[GANModule]) -> dict:
 
     histories = [GANLossHistory("train/g_loss"), GANLossHistory("train/d_loss")]
     trainer = build_trainer(cfg, callbacks=[*histories, SampleGridWriter(out / "samples")],
-                            strategy=gan_strategy(cfg.trainer.get("strategy", "auto")))
+                            strategy=gan_strategy(cfg.trainer))
     fit_start = time.perf_counter()
     resumed_from = fit(trainer, model, datamodule, cfg)
     fit_seconds = time.perf_counter() - fit_start

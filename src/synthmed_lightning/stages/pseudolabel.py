@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from synthmed_lightning.checkpoints import load_checkpoint, restore_module
+from synthmed_lightning.checkpoints import load_module
 from synthmed_lightning.data.io import IMAGE_SUFFIXES
 from synthmed_lightning.data.readers import load_pair, match_stem, read_dataset
 from synthmed_lightning.data.sample import Sample, fov_diameter
@@ -83,7 +83,7 @@ def check_settings(cfg: DictConfig) -> None:
 def run_pseudolabel(cfg: DictConfig) -> dict:
     start = time.perf_counter()
     check_settings(cfg)
-    model = restore_module(Segmenter, load_checkpoint(cfg.ckpt_path, expected_stage="segment"))
+    model = load_module(Segmenter, cfg.ckpt_path, "segment")
     device = pick_device(str(cfg.device))
     model = model.to(device).eval()
     threshold = float(cfg.threshold) if cfg.get("threshold") is not None else float(model.hparams.threshold)

@@ -10,7 +10,7 @@
 import numpy as np
 import torch
 
-from synthmed_lightning.checkpoints import load_checkpoint, restore_module
+from synthmed_lightning.checkpoints import load_module
 from synthmed_lightning.data.sample import Sample
 from synthmed_lightning.data.transforms import preprocess, to_tensor_layout
 from synthmed_lightning.metrics.distribution import frechet_distance, intensity_kl
@@ -37,7 +37,7 @@ class TileFeatures:
     def __init__(self, segment_ckpt: str, tiles_per_image: int = 16, seed: int = 0):
         from synthmed_lightning.models.segmenter import Segmenter
 
-        self.model = restore_module(Segmenter, load_checkpoint(segment_ckpt, "segment")).eval()
+        self.model = load_module(Segmenter, segment_ckpt, "segment").eval()
         self.preprocess = dict(self.model.hparams.preprocess or {"mode": "rgb", "clahe": False})
         self.tiles_per_image = tiles_per_image
         self.seed = seed

@@ -110,8 +110,11 @@ def test_a_failed_rerun_keeps_earlier_outputs(tmp_path, segment_run):
     shutil.copytree(segment_run, run)
     before = (run / "metrics.json").read_text()
     checkpoint = (run / "checkpoints" / "last.ckpt").read_bytes()
+    record = {p.name: p.read_text() for p in (run / ".hydra").iterdir()}
+    assert set(record) == {"config.yaml", "hydra.yaml", "overrides.yaml"}
     result = run_cli("stage=segment", "data=drive", f"data.root={tmp_path / 'nowhere'}", *SMOKE, f"hydra.run.dir={run}")
     assert_one_line_error(result, "nowhere")
+    assert {p.name: p.read_text() for p in (run / ".hydra").iterdir()} == record  # the good run's settings
     assert (run / "metrics.json").read_text() == before
     assert (run / "checkpoints" / "last.ckpt").read_bytes() == checkpoint
     assert json.loads(before)["test/f1_vessel"] > 0

@@ -69,6 +69,66 @@ def test_verify_manifest_detects_tampering(tmp_path):
     assert verify_manifest(tmp_path / "nowhere") != []
 
 
+def test_verify_flags_links_and_anything_unlisted(tmp_path):
+    """A verified export holds exactly its listed regular files: a symlinked folder (whose files would
+    hash right, read from elsewhere), a linked file, an unlisted top-level file or folder all fail."""
+    out, outside = tmp_path / "synthetic", tmp_path / "outside"
+    _export(out)
+    manifest_text = (out / MANIFEST).read_text()
+    (out / "images").rename(outside)
+    (out / "images").symlink_to(outside)
+    assert "symbolic link: images" in verify_manifest(out)
+    assert "missing: images/0000.png" in verify_manifest(out)
+    (out / "images").unlink()
+    (outside).rename(out / "images")
+    assert verify_manifest(out) == []
+    (out / "payload.sh").write_text("echo hi")
+    (out / "extra").mkdir()
+    assert verify_manifest(out) == ["not in the manifest: payload.sh", "not in the manifest: extra/"]
+    (out / "payload.sh").unlink()
+    (out / "extra").rmdir()
+    linked = out / "masks" / "0001.png"
+    (tmp_path / "mask.png").write_bytes(linked.read_bytes())
+    linked.unlink()
+    linked.symlink_to(tmp_path / "mask.png")
+    assert verify_manifest(out) == ["missing: masks/0001.png", "symbolic link: masks/0001.png"]
+    assert (out / MANIFEST).read_text() == manifest_text
+
+
+@pytest.mark.parametrize("manifest", ["[1, 2]", "\"text\"", "{\"files\": [\"a\"]}", "{\"files\": {\"a\": 3}}", "{}"])
+def test_a_manifest_of_the_wrong_shape_is_one_problem(tmp_path, manifest):
+    out = tmp_path / "synthetic"
+    _export(out)
+    (out / MANIFEST).write_text(manifest)
+    problems = verify_manifest(out)
+    assert len(problems) == 1 and "not an export manifest" in problems[0], problems
+    with pytest.raises(DataError, match="not an export manifest"):
+        read_manifest(out)
+
+
+def test_overwrite_replaces_only_an_earlier_export(tmp_path):
+    """overwrite=true must never delete a folder this project did not write, nor an export holding
+    something its manifest does not list: the folder is left exactly as it was."""
+    work = tmp_path / "work"
+    (work / "checkpoints").mkdir(parents=True)
+    (work / "thesis.tex").write_text("four years")
+    (work / "checkpoints" / "last.ckpt").write_bytes(b"weights")
+    with pytest.raises(ConfigError, match="not an earlier export"):
+        _export(work, overwrite=True)
+    assert (work / "thesis.tex").read_text() == "four years" and (work / "checkpoints" / "last.ckpt").is_file()
+    out = tmp_path / "synthetic"
+    _export(out, count=2)
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="notes.txt"):
+        _export(out, count=3, overwrite=True)
+    assert (out / "notes.txt").read_text() == "mine" and read_manifest(out)["count"] == 2
+    (out / "notes.txt").unlink()
+    (tmp_path / "empty").mkdir()
+    _export(tmp_path / "empty", count=1, overwrite=True)  # an empty folder is fine
+    assert verify_manifest(tmp_path / "empty") == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "synthetic", "work"]
+
+
 def test_existing_out_dir_refused_unless_overwrite(tmp_path):
     out = tmp_path / "synthetic"
     _export(out, count=2)
@@ -230,3 +290,19 @@ def test_verify_command_names_the_tampered_file(tmp_path):
     report = json.loads((tmp_path / "run" / "verify.json").read_text())
     assert report["ok"] is False and report["problems"] == ["changed: images/0002.png (sha256 differs from the manifest)"]
     assert_one_line_error(run_cli(*verify[:1], f"synthetic_dir={tmp_path / 'nowhere'}", verify[2]), "nowhere", "folder not found")
+
+
+def test_verify_and_audit_refuse_a_linked_or_malformed_export_in_one_line(tmp_path):
+    """A symlinked `images/` fails verification even with the right published manifest sha256, and
+    a manifest that is a JSON list is one line for `verify` and for `audit` (which verifies first)."""
+    out = tmp_path / "synthetic"
+    _export(out)
+    published = sha256_file(out / MANIFEST)
+    (out / "images").rename(tmp_path / "elsewhere")
+    (out / "images").symlink_to(tmp_path / "elsewhere")
+    verify = ("stage=verify", f"synthetic_dir={out}", f"hydra.run.dir={tmp_path / 'run'}")
+    assert_one_line_error(run_cli(*verify, f"manifest_sha256={published}"), "missing: images/0000.png")
+    (out / MANIFEST).write_text("[1, 2, 3]")
+    assert_one_line_error(run_cli(*verify), "not an export manifest")
+    assert_one_line_error(run_cli("stage=audit", "profile=smoke", f"synthetic_dir={out}",
+                                  f"hydra.run.dir={tmp_path / 'audit'}"), "not an export manifest")

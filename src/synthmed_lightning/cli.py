@@ -6,6 +6,7 @@ and hand it to the stage's runner. Errors the user can fix print as one line, ex
 
 import errno
 import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
@@ -54,14 +55,37 @@ def _log_once_through_hydra() -> None:
             logger.propagate = True  # Lightning turned propagation off when it added its handler
 
 
+class _EarlierRunRecord:
+    """Hydra writes `.hydra/{config,hydra,overrides}.yaml` into the run directory before the stage
+    starts. Rerun into an existing `hydra.run.dir`, a run that then fails would leave the earlier
+    run's outputs beside a record of the failed settings: keep the earlier record and put it back."""
+
+    def __init__(self, arguments: list[str]):
+        run_dir = next((a.split("=", 1)[1] for a in arguments if a.startswith("hydra.run.dir=")), None)
+        self.folder = Path(run_dir.strip("'\"")) / ".hydra" if run_dir and "-m" not in arguments else None
+        self.files = {}
+        if self.folder is not None and self.folder.is_dir():
+            self.files = {p.name: p.read_bytes() for p in self.folder.iterdir() if p.is_file() and not p.is_symlink()}
+
+    def restore(self) -> None:
+        for name, content in self.files.items():
+            (self.folder / name).write_bytes(content)
+
+
 def main() -> None:
     register_configs()
+    arguments = sys.argv[1:]
     try:
-        check_command_line(sys.argv[1:])
-        check_settings_exist(sys.argv[1:])
+        check_command_line(arguments)
+        check_settings_exist(arguments)
     except UserError as error:
         _fail(error)
-    _hydra_main()
+    earlier = _EarlierRunRecord(arguments)
+    try:
+        _hydra_main()
+    except BaseException:  # a one-line error (SystemExit 2), Hydra's report of a crash (SystemExit 1), Ctrl-C
+        earlier.restore()
+        raise
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Writing image/mask datasets that the `data=folder` loader reads, with a verifiable manifest.
 
-Layout (SPEC.md, interface contract 4):
+Layout (docs/design.md, the export):
     <out_dir>/images/<stem>.png   RGB
     <out_dir>/masks/<stem>.png    vessel mask, 0/255
     <out_dir>/fov/<stem>.png      field of view, 0/255
@@ -11,7 +11,8 @@ Atomic: everything is written into a hidden temporary folder beside `out_dir` an
 place only once complete, manifest last. A crash leaves the old `out_dir` untouched (or none) and
 at most a `.<name>.tmp-<pid>-*` folder, never a half-written folder that looks complete; the next
 export to the same `out_dir` deletes such folders whose process is gone. An existing
-`out_dir` is refused unless `overwrite=True`, in which case the complete new folder replaces it.
+`out_dir` is refused unless `overwrite=True`, in which case the complete new folder replaces it,
+and then only if it is empty or an earlier export holding nothing its manifest does not list.
 """
 
 from __future__ import annotations
@@ -82,10 +83,11 @@ class DatasetWriter:
     def __init__(self, out_dir: str | Path, overwrite: bool = False):
         self.out_dir = Path(out_dir).absolute()
         self.overwrite = overwrite
-        if self.out_dir.exists() and not overwrite:
-            raise ConfigError(f"out_dir={self.out_dir} already exists: choose another folder or pass overwrite=true to replace it")
-        if self.out_dir.exists() and not self.out_dir.is_dir():
-            raise ConfigError(f"out_dir={self.out_dir} exists and is not a folder")
+        if self.out_dir.exists() or self.out_dir.is_symlink():
+            if not overwrite:
+                raise ConfigError(f"out_dir={self.out_dir} already exists: choose another folder or pass overwrite=true "
+                                  "to replace an earlier export")
+            check_replaceable(self.out_dir)
         try:
             self.out_dir.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -148,6 +150,7 @@ class DatasetWriter:
         if self.out_dir.exists():
             if not self.overwrite:
                 raise ConfigError(f"out_dir={self.out_dir} appeared while writing: refusing to replace it (overwrite=true would)")
+            check_replaceable(self.out_dir)  # again: it may have changed while this export was written
             old = self.out_dir.parent / f".{self.out_dir.name}.old-{uuid.uuid4().hex[:8]}"
             os.replace(self.out_dir, old)  # the complete old folder, then the complete new one
             os.replace(self.tmp_dir, self.out_dir)
@@ -182,39 +185,89 @@ def _fsync_tree(folder: Path) -> None:
 
 
 def read_manifest(folder: str | Path) -> dict:
+    """The manifest of an exported dataset, checked for shape: a JSON object whose `files` maps
+    relative paths to sha256 strings. DataError (one line, naming the file) otherwise."""
     path = Path(folder) / MANIFEST
-    if not path.is_file():
-        raise DataError(f"{path} not found: not an exported dataset")
+    if path.is_symlink() or not path.is_file():
+        raise DataError(f"{path} not found (or not a regular file): not an exported dataset")
     try:
-        return json.loads(path.read_text())
+        manifest = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise DataError(f"{path} is not valid JSON: {error}") from None
+    if not isinstance(manifest, dict):
+        raise DataError(f"{path} is not an export manifest: a JSON object expected, got a {type(manifest).__name__}")
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+        raise DataError(f"{path} is not an export manifest: `files` must map file names to sha256 strings")
+    return manifest
+
+
+def _walk(folder: Path) -> tuple[set[str], set[str], list[str]]:
+    """(regular files, folders, other entries) under `folder` as relative paths, never following a
+    symbolic link: a link is reported, not entered (it could lead out of the export)."""
+    files, folders, odd = set(), set(), []
+    for root, dirs, names in os.walk(folder):  # followlinks=False
+        base = Path(root).relative_to(folder)
+        for name in sorted(dirs + names):
+            path, relative = Path(root) / name, (base / name).as_posix()
+            if path.is_symlink():
+                odd.append(f"symbolic link: {relative}")
+            elif name in dirs:
+                folders.add(relative)
+            elif path.is_file():
+                files.add(relative)
+            else:
+                odd.append(f"not a regular file: {relative}")
+    return files, folders, odd
+
+
+def _foreign_entries(folder: Path, listed: set[str]) -> list[str]:
+    """What an export holds besides its manifest and listed files: unlisted files and folders,
+    symbolic links, devices. Empty for an export that is exactly what was written."""
+    files, folders, odd = _walk(folder)
+    parents = {parent.as_posix() for relative in listed for parent in Path(relative).parents if parent != Path(".")}
+    unlisted = sorted(files - listed - {MANIFEST}) + sorted(f"{d}/" for d in folders - parents)
+    return odd + [f"not in the manifest: {relative}" for relative in unlisted]
+
+
+def check_replaceable(folder: str | Path) -> None:
+    """`overwrite=true` replaces only what this project wrote: an empty folder, or an earlier export
+    whose manifest lists every file it holds. Anything else (a folder of checkpoints, a thesis) is
+    refused in one line, so a mistyped out_dir never deletes someone's work."""
+    folder = Path(folder)
+    if not folder.is_dir() or folder.is_symlink():
+        raise ConfigError(f"out_dir={folder} exists and is not a folder: overwrite=true replaces only an earlier export")
+    if not any(folder.iterdir()):
+        return
+    try:
+        listed = set(read_manifest(folder)["files"])
+    except DataError:
+        raise ConfigError(f"out_dir={folder} is not an earlier export (no valid {MANIFEST}): overwrite=true replaces "
+                          "only an export this project wrote; choose another out_dir") from None
+    foreign = _foreign_entries(folder, listed)
+    if foreign:
+        raise ConfigError(f"out_dir={folder} holds more than its export ({foreign[0]}): overwrite=true would delete "
+                          "it, so it is refused; move that away or choose another out_dir")
 
 
 def verify_manifest(folder: str | Path) -> list[str]:
-    """Problems found by recomputing every file's sha256: missing, changed and unlisted files.
-    An empty list means the dataset is exactly what was exported."""
+    """Problems found by recomputing every file's sha256: missing, changed and unlisted files,
+    symbolic links and anything else that is not a listed regular file. An empty list means the
+    dataset is exactly what was exported."""
     folder = Path(folder)
     try:
-        manifest = read_manifest(folder)
+        files = read_manifest(folder)["files"]
     except DataError as error:
         return [str(error)]
-    files = manifest.get("files")
-    if not isinstance(files, dict) or not files:
+    if not files:
         return [f"{folder / MANIFEST} lists no files"]
+    present, _, _ = _walk(folder)
     problems = []
     for relative, expected in sorted(files.items()):
-        path = folder / relative
         if Path(relative).is_absolute() or ".." in Path(relative).parts:
             problems.append(f"unsafe path in the manifest: {relative}")
-        elif not path.is_file():
+        elif relative not in present:
             problems.append(f"missing: {relative}")
-        elif sha256_file(path) != expected:
+        elif sha256_file(folder / relative) != expected:
             problems.append(f"changed: {relative} (sha256 differs from the manifest)")
-    for sub in FOLDERS:
-        if (folder / sub).is_dir():
-            for path in sorted((folder / sub).iterdir()):
-                relative = f"{sub}/{path.name}"
-                if relative not in files:
-                    problems.append(f"not in the manifest: {relative}")
-    return problems
+    return problems + _foreign_entries(folder, set(files))

@@ -7,7 +7,7 @@ import cv2
 import pytest
 
 from conftest import assert_ok, assert_one_line_error, run_cli, smoke_run
-from synthmed_lightning.audit import flipped_views, run_audit
+from synthmed_lightning.audit import AuditSettings, flipped_views, run_audit
 from synthmed_lightning.data.readers import read_dataset
 from synthmed_lightning.errors import ConfigError
 from synthmed_lightning.export import DatasetWriter
@@ -29,7 +29,8 @@ def test_an_export_of_the_training_images_is_flagged(tmp_path, segment_run):
     pair each with its original."""
     train = read_dataset(PHANTOM, "train")
     leaky = _export(train[:3] + [flipped_views(s)[1] for s in train[3:]], tmp_path / "leaky")
-    report = run_audit(leaky, PHANTOM, tmp_path / "audit", segment_ckpt=segment_run / "checkpoints" / "last.ckpt", worst=3)
+    report = run_audit(leaky, PHANTOM, tmp_path / "audit", AuditSettings(worst=3),
+                       segment_ckpt=segment_run / "checkpoints" / "last.ckpt")
     assert set(report["spaces"]) == {"pixel", "feature"}
     for space in ("pixel", "feature"):
         values = report["spaces"][space]

@@ -81,7 +81,8 @@ def test_evaluate_resamples_to_the_training_scale():
             seen.append(tuple(x.shape[-2:]))
             return torch.zeros(x.shape[0], 1, *x.shape[-2:])
 
-    model = Segmenter(net={"_target_": "torch.nn.Identity"}, train_fov_diameter=50.0, tile_size=512)
+    unet = {"_target_": "synthmed_lightning.models.components.unet.UNet", "base_channels": 2, "depth": 1}
+    model = Segmenter(net=unet, train_fov_diameter=50.0, tile_size=512)
     model.net = Spy()
     probs = model.predict_probabilities(torch.zeros(1, 3, 200, 220), fov_diameter=100.0)
     assert probs.shape == (1, 1, 200, 220)  # mapped back to native size

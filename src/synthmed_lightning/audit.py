@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -37,13 +39,17 @@ import torch
 import torch.nn.functional as F
 
 from synthmed_lightning.data.io import read_rgb
+from synthmed_lightning.checkpoints import load_module
 from synthmed_lightning.data.mask_data import to_square
 from synthmed_lightning.data.readers import read_dataset
 from synthmed_lightning.data.sample import Sample
-from synthmed_lightning.data.transforms import preprocess, to_tensor_layout
+from synthmed_lightning.data.streaming import folder_images, stream_folder
+from synthmed_lightning.data.transforms import DEFAULT_PREPROCESS, preprocess, to_tensor_layout
 from synthmed_lightning.errors import ConfigError, DataError
-from synthmed_lightning.export import MANIFEST, sha256_file
+from synthmed_lightning.export import MANIFEST, check_export, sha256_file
 from synthmed_lightning.metrics.privacy import nearest_neighbours, privacy_report
+from synthmed_lightning.models.segmenter import Segmenter
+from synthmed_lightning.utils import write_json
 from synthmed_lightning.visualize import image_grid, save_png
 
 log = logging.getLogger(__name__)
@@ -74,16 +80,13 @@ class EncoderFeatures:
     """The first `_LEVELS` encoder levels of a trained `segment` checkpoint's U-Net, as a feature extractor."""
 
     def __init__(self, segment_ckpt: str, device: str = "cpu"):
-        from synthmed_lightning.checkpoints import load_module
-        from synthmed_lightning.models.segmenter import Segmenter
-
         model = load_module(Segmenter, segment_ckpt, "segment")
         self.net = model.net
         if not all(hasattr(self.net, a) for a in ("encode", "size_multiple")):
             raise ConfigError(f"segment_ckpt={segment_ckpt}: its network {type(self.net).__name__} has no U-Net encoder")
         self.device = torch.device(device)
         self.net = self.net.to(self.device).eval()
-        self.preprocess = dict(model.hparams.preprocess or {"mode": "rgb", "clahe": False})
+        self.preprocess = dict(model.hparams.preprocess or DEFAULT_PREPROCESS)
         self.description = (f"U-Net encoder levels 0-{_LEVELS - 1} of {Path(segment_ckpt).absolute()} "
                             f"(sha256 {sha256_file(segment_ckpt)})")
 
@@ -96,14 +99,6 @@ class EncoderFeatures:
         return torch.cat(levels).float().cpu().numpy()
 
 
-def synthetic_samples(folder: Path) -> tuple[list[Path], Iterable[Sample]]:
-    """The export's images (streamed: a large set never sits in memory) with their FOVs."""
-    from synthmed_lightning.stages.pseudolabel import folder_images, stream_folder
-
-    images, fov_dir = folder_images(folder)
-    return images, stream_folder(images, fov_dir)
-
-
 def flipped_views(sample: Sample) -> list[Sample]:
     """The sample as is, mirrored left-right, upside down, and both (a 180-degree rotation)."""
     def flip(a, axes):
@@ -112,78 +107,117 @@ def flipped_views(sample: Sample) -> list[Sample]:
                    fov=flip(sample.fov, axes), stem=sample.stem) for axes in ((), (1,), (0,), (0, 1))]
 
 
-def run_audit(synthetic_dir: str | Path, real: dict, out_dir: str | Path | None = None, *,
-              holdout: dict | None = None, holdout_split: str = "test", segment_ckpt: str | None = None,
-              pixel_size: int = 64, feature_size: int | None = None, near_copy_percentile: float = 5.0,
-              flips: bool = True, worst: int = 8, device: str = "cpu", manifest_sha256: str | None = None) -> dict:
-    """Audit `synthetic_dir` (an export) against `real` (a dataset spec, e.g. {"name": "drive", "root": ...}):
-    its train split is the training set, `holdout` (default: `real`) split `holdout_split` the held-out set.
-    Returns the report (also `out_dir/audit.json`, with `out_dir/nearest/worst_XX.png`, when out_dir is given).
-    """
-    from synthmed_lightning.stages.verify import check_export
+@dataclass(frozen=True)
+class AuditSettings:
+    """How the audit measures (`conf/stage/audit.yaml`'s `audit:` block explains each)."""
 
-    synthetic_dir = Path(synthetic_dir)
+    pixel_size: int = 64
+    feature_size: int | None = None
+    near_copy_percentile: float = 5.0
+    flips: bool = True
+    worst: int = 8
+    device: str = "cpu"
+
+    def __post_init__(self):
+        if self.pixel_size < 4 or self.worst < 0:
+            raise ConfigError(f"audit.pixel_size={self.pixel_size} must be >= 4 and audit.worst={self.worst} >= 0")
+
+
+@dataclass
+class AuditData:
+    """The three image sets an audit compares: real training images (members), real held-out images
+    (non-members) and the synthetic export (streamed from disk)."""
+
+    train: list[Sample]
+    held_out: list[Sample]
+    synthetic_paths: list[Path]
+    synthetic: Iterable[Sample]
+
+
+def load_audit_data(synthetic_dir: Path, real: dict, holdout: dict | None, holdout_split: str,
+                    manifest_sha256: str | None) -> AuditData:
+    """The export (verified against its manifest when it has one) and the real sets."""
     if (synthetic_dir / MANIFEST).is_file():
         check_export(synthetic_dir, manifest_sha256)  # never audit (and publish) a set that changed since export
     elif synthetic_dir.is_dir():
         log.warning("%s has no %s: auditing it unverified", synthetic_dir, MANIFEST)
     else:
         raise DataError(f"synthetic_dir={synthetic_dir}: folder not found")
-    if pixel_size < 4 or worst < 0:
-        raise ConfigError(f"audit.pixel_size={pixel_size} must be >= 4 and audit.worst={worst} >= 0")
     train, held_out = read_dataset(real, "train"), read_dataset(holdout or real, holdout_split)
     if len(train) < 2 or not held_out:
         raise DataError(f"the audit needs >= 2 training and >= 1 held-out real images, got {len(train)} and {len(held_out)}")
-    extractors = {"pixel": lambda s: pixel_features(s, pixel_size)}
-    encoder = EncoderFeatures(segment_ckpt, device) if segment_ckpt else None
-    size = int(feature_size or max(max(s.image.shape[:2]) for s in train))
+    images, fov_dir = folder_images(synthetic_dir)
+    return AuditData(train, held_out, images, stream_folder(images, fov_dir))
+
+
+def feature_spaces(settings: AuditSettings, train: list[Sample], segment_ckpt: str | None):
+    """({space: sample -> vector}, the encoder or None, the feature space's input size in px)."""
+    extractors = {"pixel": partial(pixel_features, size=settings.pixel_size)}
+    encoder = EncoderFeatures(segment_ckpt, settings.device) if segment_ckpt else None
+    size = int(settings.feature_size or max(max(s.image.shape[:2]) for s in train))
     if encoder is not None:
-        extractors["feature"] = lambda s: encoder(s, size)
+        extractors["feature"] = partial(encoder, size=size)
     else:
         log.warning("audit: no segment_ckpt=<stage=segment checkpoint> given: the feature space is skipped, "
                     "only pixels are compared")
+    return extractors, encoder, size
 
-    def features(samples: Iterable[Sample], views: bool = False) -> dict[str, np.ndarray]:
-        """Per space (n, 1, d), or (n, 4, d) with the flipped views of every image."""
-        rows = {space: [] for space in extractors}
-        for sample in samples:
-            group = flipped_views(sample) if views else [sample]
-            for space, extract in extractors.items():
-                rows[space].append(np.stack([extract(v) for v in group]))
-        return {space: np.stack(r) for space, r in rows.items()}
 
-    sets = {"train": features(train, flips), "holdout": features(held_out, flips)}
+def embed(extractors: dict, samples: Iterable[Sample], views: bool = False) -> dict[str, np.ndarray]:
+    """Per space (n, 1, d), or (n, 4, d) with the flipped views of every image."""
+    rows = {space: [] for space in extractors}
+    for sample in samples:
+        group = flipped_views(sample) if views else [sample]
+        for space, extract in extractors.items():
+            rows[space].append(np.stack([extract(v) for v in group]))
+    return {space: np.stack(r) for space, r in rows.items()}
+
+
+def run_audit(synthetic_dir: str | Path, real: dict, out_dir: str | Path | None = None,
+              settings: AuditSettings = AuditSettings(), *, holdout: dict | None = None, holdout_split: str = "test",
+              segment_ckpt: str | None = None, manifest_sha256: str | None = None) -> dict:
+    """Audit `synthetic_dir` (an export) against `real` (a dataset spec, e.g. {"name": "drive", "root": ...}):
+    its train split is the training set, `holdout` (default: `real`) split `holdout_split` the held-out set.
+    Returns the report (also `out_dir/audit.json`, with `out_dir/nearest/worst_XX.png`, when out_dir is given).
+    """
+    synthetic_dir = Path(synthetic_dir)
+    data = load_audit_data(synthetic_dir, real, holdout, holdout_split, manifest_sha256)
+    extractors, encoder, size = feature_spaces(settings, data.train, segment_ckpt)
+    sets = {"train": embed(extractors, data.train, settings.flips),
+            "holdout": embed(extractors, data.held_out, settings.flips)}
     _check_disjoint(sets["train"]["pixel"], sets["holdout"]["pixel"])
-    synthetic_paths, stream = synthetic_samples(synthetic_dir)
-    sets["synthetic"] = features(stream)
+    sets["synthetic"] = embed(extractors, data.synthetic)
     if "feature" in extractors:  # z-score every dimension with the training images' statistics
         reference = sets["train"]["feature"].reshape(-1, sets["train"]["feature"].shape[-1])
         mean, std = reference.mean(axis=0), reference.std(axis=0) + 1e-6
         for values in sets.values():
             values["feature"] = (values["feature"] - mean) / std
-    log.info("audit: %d synthetic, %d training, %d held-out images", len(synthetic_paths), len(train), len(held_out))
+    log.info("audit: %d synthetic, %d training, %d held-out images", len(data.synthetic_paths), len(data.train),
+             len(data.held_out))
 
     spaces = {space: privacy_report(sets["synthetic"][space], sets["train"][space], sets["holdout"][space],
-                                    near_copy_percentile) for space in extractors}
+                                    settings.near_copy_percentile) for space in extractors}
     report = {
         "synthetic_dir": str(synthetic_dir.absolute()),
-        "synthetic_count": len(synthetic_paths),
+        "synthetic_count": len(data.synthetic_paths),
         "real": dict(real),
         "holdout": {**(holdout or real), "split": holdout_split},
-        "train_count": len(train),
-        "holdout_count": len(held_out),
+        "train_count": len(data.train),
+        "holdout_count": len(data.held_out),
         "feature_encoder": encoder.description if encoder else "none: no segment_ckpt given, feature space skipped",
-        "settings": {"pixel_size": pixel_size, "feature_size": size, "near_copy_percentile": near_copy_percentile,
-                     "flips": flips},
+        "settings": {"pixel_size": settings.pixel_size, "feature_size": size,
+                     "near_copy_percentile": settings.near_copy_percentile, "flips": settings.flips},
         "spaces": {space: {k: v for k, v in r.items() if k != "per_synthetic"} for space, r in spaces.items()},
         # Summary for a results table: the worse of the spaces.
         "near_copies": max(r["near_copies"] for r in spaces.values()),
         "mia_auc": max(r["mia_auc"] for r in spaces.values()),
-        "worst": _worst_cases(spaces, synthetic_paths, train, worst),
+        "worst": _worst_cases(spaces, data.synthetic_paths, data.train, settings.worst),
     }
     if out_dir is not None:
-        _write_report(Path(out_dir), report, synthetic_paths, train)
+        write_audit(Path(out_dir), report, data.synthetic_paths, data.train)
     return report
+
+
 def _check_disjoint(train: np.ndarray, held_out: np.ndarray) -> None:
     """Members and non-members must differ, or the attack's AUC means nothing (e.g. a folder dataset
     without split folders gives its whole folder as both splits)."""
@@ -211,9 +245,8 @@ def _worst_cases(spaces: dict, synthetic_paths: list[Path], train: list[Sample],
     return worst
 
 
-def _write_report(out_dir: Path, report: dict, synthetic_paths: list[Path], train: list[Sample]) -> None:
-    from synthmed_lightning.stages.common import write_json
-
+def write_audit(out_dir: Path, report: dict, synthetic_paths: list[Path], train: list[Sample]) -> None:
+    """`audit.json` and the side-by-side images of the worst cases."""
     by_stem = {s.stem: s for s in train}
     by_name = {p.name: p for p in synthetic_paths}
     for case in report["worst"]:

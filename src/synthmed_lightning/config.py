@@ -160,7 +160,10 @@ def validate(cfg: DictConfig) -> None:
             if isinstance(settings, DictConfig) and key in settings and not (whole(settings[key]) and settings[key] >= 1):
                 raise ConfigError(f"profile.{section}.{key}={settings[key]}: must be an integer >= 1")
     # -1 (the trainer config's default) means "no step limit": only stages that do not train may keep it.
-    max_steps = OmegaConf.select(cfg, "trainer.max_steps", default=-1)
+    try:
+        max_steps = OmegaConf.select(cfg, "trainer.max_steps", default=-1)
+    except Exception as error:  # a broken interpolation names the key in its first line
+        raise ConfigError(f"trainer.max_steps: {str(error).splitlines()[0]}") from None
     training = cfg.get("stage") in ("segment", "mask", "image", "single")
     if not whole(max_steps) or max_steps < -1 or max_steps == 0 or (training and max_steps < 1):
         raise ConfigError(f"trainer.max_steps={max_steps}: must be an integer >= 1"

@@ -271,3 +271,19 @@ def verify_manifest(folder: str | Path) -> list[str]:
         elif sha256_file(folder / relative) != expected:
             problems.append(f"changed: {relative} (sha256 differs from the manifest)")
     return problems + _foreign_entries(folder, set(files))
+
+
+def check_export(folder: str | Path, manifest_sha256: str | None = None, key: str = "synthetic_dir") -> dict:
+    """The verified manifest of an exported dataset; `DataError` (one line, naming the bad file) otherwise."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{key}={folder}: folder not found")
+    problems = verify_manifest(folder)
+    actual = sha256_file(folder / MANIFEST) if (folder / MANIFEST).is_file() else None
+    if manifest_sha256 and actual and actual != str(manifest_sha256).lower():
+        problems.insert(0, f"changed: {MANIFEST} (its sha256 is {actual}, expected {manifest_sha256})")
+    if problems:
+        more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+        raise DataError(f"{key}={folder} does not match its manifest: {problems[0]}{more}")
+    manifest = read_manifest(folder)
+    return {**manifest, "manifest_sha256": actual}

@@ -8,7 +8,7 @@ from synthmed_lightning.data.datasets import FullImageDataset, PatchDataset
 from synthmed_lightning.data.loading import make_loader, make_train_loader
 from synthmed_lightning.data.readers import dataset_spec, read_dataset, read_labelled
 from synthmed_lightning.data.sample import Sample
-from synthmed_lightning.data.transforms import input_channels, resize_sample, training_augmentation
+from synthmed_lightning.data.transforms import DEFAULT_PREPROCESS, input_channels, resize_sample, training_augmentation
 from synthmed_lightning.errors import ConfigError
 
 
@@ -48,7 +48,7 @@ class VesselDataModule(L.LightningDataModule):
         self.val_count = val_count
         self.split_seed = split_seed
         self.fov_diameter = fov_diameter
-        self.preprocess = dict(preprocess or {"mode": "rgb", "clahe": False})
+        self.preprocess = dict(preprocess or DEFAULT_PREPROCESS)
         self.augmentation = augmentation
         self.test_split = test_split
         self.num_workers = num_workers

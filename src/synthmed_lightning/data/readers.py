@@ -14,7 +14,8 @@ Layouts (see SPEC.md):
 from collections.abc import Callable
 from pathlib import Path
 
-from synthmed_lightning.data.io import IMAGE_SUFFIXES, check_same_size, derive_fov, read_binary, read_rgb
+from synthmed_lightning.data.io import (IMAGE_SUFFIXES, check_readable, check_same_size, derive_fov, read_binary,
+                                        read_rgb)
 from synthmed_lightning.data.sample import Sample
 from synthmed_lightning.errors import ConfigError, DataError
 
@@ -61,6 +62,7 @@ def read_folder(root: str | Path, split: str, require_masks: bool = True) -> lis
         raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {image_dir}")
     samples = []
     for image_path in images:
+        check_readable(image_path)  # an unreadable image (a link loop...) is named as such, not as a missing mask
         mask_path = match_stem(base / "masks", image_path.stem)
         if mask_path is None and require_masks:
             raise DataError(f"no mask for {image_path}: expected {base / 'masks' / image_path.stem}.<png|gif|tif|...>")

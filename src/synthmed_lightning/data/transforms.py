@@ -1,5 +1,7 @@
 """Image transforms: colour preprocessing, rescaling to a common FOV scale, training augmentation."""
 
+from types import MappingProxyType
+
 import albumentations as A
 import cv2
 import numpy as np
@@ -8,6 +10,9 @@ from synthmed_lightning.data.sample import Sample
 from synthmed_lightning.errors import ConfigError
 
 PREPROCESS_MODES = {"rgb": 3, "green": 1}
+# The preprocessing of a run or checkpoint that names none (data.preprocess's defaults); read-only,
+# copy it with dict(...) to change it.
+DEFAULT_PREPROCESS = MappingProxyType({"mode": "rgb", "clahe": False})
 
 
 def input_channels(mode: str) -> int:

@@ -9,31 +9,26 @@ set. Writes `audit.json`, `nearest/worst_XX.png` and a flat `metrics.json` in th
 
 from omegaconf import DictConfig, OmegaConf
 
-from synthmed_lightning.audit import run_audit
+from synthmed_lightning.audit import AuditSettings, run_audit
 from synthmed_lightning.data.readers import dataset_spec
-from synthmed_lightning.stages.common import run_dir, write_json
-from synthmed_lightning.stages.generate import pick_device
+from synthmed_lightning.errors import ConfigError
+from synthmed_lightning.stages.common import run_dir
+from synthmed_lightning.utils import pick_device, write_json
 
 
 def run_audit_stage(cfg: DictConfig) -> dict:
     data = OmegaConf.to_container(cfg.data, resolve=True)
-    settings = cfg.audit
+    settings = OmegaConf.to_container(cfg.audit, resolve=True)
+    settings["device"] = str(pick_device(str(settings.get("device", "auto"))))
+    try:
+        settings = AuditSettings(**settings)
+    except TypeError as error:  # a setting AuditSettings does not have
+        raise ConfigError(f"audit: {error}") from None
     out = run_dir(cfg)
-    report = run_audit(
-        cfg.synthetic_dir,
-        dataset_spec(data["name"], data.get("root"), data.get("reader")),
-        out,
-        holdout=dataset_spec(**data["test"]) if data.get("test") else None,
-        holdout_split=data.get("test_split", "test"),
-        segment_ckpt=cfg.get("segment_ckpt"),
-        pixel_size=int(settings.pixel_size),
-        feature_size=settings.feature_size,
-        near_copy_percentile=float(settings.near_copy_percentile),
-        flips=bool(settings.flips),
-        worst=int(settings.worst),
-        device=str(pick_device(str(settings.device))),
-        manifest_sha256=cfg.get("manifest_sha256"),
-    )
+    report = run_audit(cfg.synthetic_dir, dataset_spec(data["name"], data.get("root"), data.get("reader")), out, settings,
+                       holdout=dataset_spec(**data["test"]) if data.get("test") else None,
+                       holdout_split=data.get("test_split", "test"), segment_ckpt=cfg.get("segment_ckpt"),
+                       manifest_sha256=cfg.get("manifest_sha256"))
     metrics = {"audit/near_copies": report["near_copies"], "audit/mia_auc": report["mia_auc"]}
     for space, values in report["spaces"].items():
         for key in ("near_copies", "holdout_near_copies", "near_copy_threshold", "mia_auc", "synthetic_vs_holdout_median"):

@@ -1,34 +1,28 @@
 """What every stage runner shares: building the data, model, loggers and trainer from the
 config, resolving checkpoints, and writing the run directory's files."""
 
-import json
 import logging
-import os
-import sys
 from pathlib import Path
 
 import lightning as L
 from hydra.utils import get_class, instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from synthmed_lightning.checkpoints import check_resumable
 from synthmed_lightning.config import process_count
 from synthmed_lightning.data.datamodule import VesselDataModule
 from synthmed_lightning.errors import CheckpointError, ConfigError
+from synthmed_lightning.loggers import default_wandb_offline, finish_loggers  # noqa: F401  (re-exported for the stages)
 from synthmed_lightning.models.components.registry import UnknownNetworkError
 from synthmed_lightning.models.dp import plan_dp
 from synthmed_lightning.speed import speed_options
+from synthmed_lightning.utils import to_primitive, write_json  # noqa: F401  (re-exported for the stages)
 
 log = logging.getLogger(__name__)
 
 
 def run_dir(cfg: DictConfig) -> Path:
     return Path(cfg.paths.output_dir)
-
-
-def to_primitive(node) -> dict:
-    """Resolved plain-Python copy of a config node: what checkpoints may store (PITFALLS.md)."""
-    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
 
 
 def instantiate_primitive(node, **extra):
@@ -64,18 +58,10 @@ def build_datamodule(cfg: DictConfig, **overrides) -> VesselDataModule:
 def build_loggers(cfg: DictConfig) -> list:
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None and "_target_" in c]
     if any(type(lg).__name__ == "WandbLogger" for lg in loggers):
-        _default_wandb_offline()
+        default_wandb_offline()
     for lg in loggers:
         lg.log_hyperparams(to_primitive(cfg))
     return loggers
-
-
-def _default_wandb_offline() -> None:
-    """Without credentials W&B would prompt for a login: log offline instead and say so."""
-    has_credentials = os.environ.get("WANDB_API_KEY") or (Path.home() / ".netrc").is_file()
-    if not os.environ.get("WANDB_MODE") and not has_credentials:
-        os.environ["WANDB_MODE"] = "offline"
-        log.info("No W&B credentials: logging offline (upload later with `wandb sync <run dir>/wandb/offline-run-*`)")
 
 
 def build_trainer(cfg: DictConfig, callbacks: list | None = None, **overrides) -> L.Trainer:
@@ -151,22 +137,5 @@ def _warn_changed_hparams(saved: dict, current: dict) -> None:
                     ", ".join(f"model.{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed[:5]))
 
 
-def write_json(path: Path, values: dict) -> None:
-    """Atomic write: a crash leaves the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
 def scalar_metrics(metrics: dict, prefixes: tuple[str, ...]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if k.startswith(prefixes)}
-
-
-def finish_loggers() -> None:
-    """Close the W&B run: a later WandbLogger in this process (multirun) would silently reuse it."""
-    if "wandb" in sys.modules:
-        import wandb
-
-        if wandb.run is not None:
-            wandb.finish()

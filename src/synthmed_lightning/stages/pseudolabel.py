@@ -23,41 +23,20 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from synthmed_lightning.checkpoints import load_module
-from synthmed_lightning.data.io import IMAGE_SUFFIXES
-from synthmed_lightning.data.readers import load_pair, match_stem, read_dataset
+from synthmed_lightning.data.readers import read_dataset
 from synthmed_lightning.data.sample import Sample, fov_diameter
-from synthmed_lightning.data.transforms import preprocess, to_tensor_layout
-from synthmed_lightning.errors import ConfigError, DataError
+from synthmed_lightning.data.streaming import folder_images, stream_folder
+from synthmed_lightning.data.transforms import DEFAULT_PREPROCESS, preprocess, to_tensor_layout
+from synthmed_lightning.errors import ConfigError
 from synthmed_lightning.export import DatasetWriter, sha256_file
 from synthmed_lightning.models.segmenter import Segmenter
-from synthmed_lightning.stages.common import run_dir, write_json
-from synthmed_lightning.stages.generate import pick_device, progress_bar, resolved_config
+from synthmed_lightning.stages.common import run_dir
+from synthmed_lightning.utils import pick_device, progress_bar, resolved_config, write_json
 from synthmed_lightning.visualize import image_grid, overlay_prediction, save_png
 
 log = logging.getLogger(__name__)
 
 _PREVIEW = 4
-
-
-def folder_images(root: Path) -> tuple[list[Path], Path | None]:
-    """The image files of `root/images/` (and `root/fov/` if present), or of `root` itself."""
-    if not root.is_dir():
-        raise DataError(f"data.root={root}: folder not found")
-    image_dir = root / "images" if (root / "images").is_dir() else root
-    images = sorted(p for p in image_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not images:
-        raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {image_dir} (expected root/images/<name>.png or a folder of images)")
-    stems = [p.stem for p in images]
-    duplicate = next((s for s in stems if stems.count(s) > 1), None)
-    if duplicate:
-        raise DataError(f"two images in {image_dir} share the name {duplicate!r}: stems must be unique")
-    fov_dir = root / "fov" if image_dir != root and (root / "fov").is_dir() else None
-    return images, fov_dir
-
-
-def stream_folder(images: list[Path], fov_dir: Path | None) -> Iterator[Sample]:
-    for path in images:
-        yield load_pair(path, None, match_stem(fov_dir, path.stem))
 
 
 def source_samples(cfg: DictConfig) -> tuple[int, Iterator[Sample]]:
@@ -87,7 +66,7 @@ def run_pseudolabel(cfg: DictConfig) -> dict:
     device = pick_device(str(cfg.device))
     model = model.to(device).eval()
     threshold = float(cfg.threshold) if cfg.get("threshold") is not None else float(model.hparams.threshold)
-    prep = dict(model.hparams.preprocess or {"mode": "rgb", "clahe": False})
+    prep = dict(model.hparams.preprocess or DEFAULT_PREPROCESS)
     count, samples = source_samples(cfg)
     preview, fractions = [], []
 

@@ -4,6 +4,11 @@ Plans the steps (`study/plan.py`), runs the unfinished ones as ordinary CLI runs
 (`study/runner.py`), then measures fidelity and writes `<out>/results.json` and `<out>/report.md`
 (`study/report.py`). A rerun of the same command skips finished steps; a step that was killed
 resumes from its last checkpoint.
+
+A study folder is the study's own from its first step: `<out>/study.json` records every setting
+that makes its results (each step's full command line), so a folder holding anything else, or a
+study with other settings, is refused; `<out>/study.lock` keeps a second study out while one runs
+(`study/lock.py`).
 """
 
 import json
@@ -15,18 +20,29 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from synthmed_lightning.config import check_writable
 from synthmed_lightning.data.readers import dataset_spec, read_dataset
 from synthmed_lightning.errors import ConfigError, DataError
 from synthmed_lightning.stages.common import to_primitive, write_json
-from synthmed_lightning.study.plan import CONDITIONS, TRAINING_STAGES, StudyPlan
+from synthmed_lightning.study.lock import LOCK_NAME, study_lock
+from synthmed_lightning.study.plan import CONDITIONS, TRAINING_STAGES, Step, StudyPlan
 from synthmed_lightning.study.runner import default_parallelism, run_steps
 
 log = logging.getLogger(__name__)
 
 # Command-line overrides passed on to every step (the study's own settings and hydra.* are not).
 _FORWARDED = ("data", "paths", "trainer", "logger", "profile", "callbacks", "debug", "seed", "run_group")
-# What must not change between a study and its resumption (else finished steps would not match).
-_IDENTITY_KEYS = ("profile", "dataset", "conditions", "num_synthetic", "overrides")
+# What must not change between a study and its resumption (else finished steps would not match),
+# in the order differences are reported. `steps` holds every step's full command line, so any
+# setting passed on to a step (profile.*, trainer.*, data.*, ablation overrides...) counts.
+_IDENTITY_KEYS = ("profile", "dataset", "conditions", "num_synthetic", "overrides", "seed", "data", "steps")
+# Step arguments that only say where results are logged or how progress shows (the `callbacks=`
+# choice; `callbacks.*` settings still count): a resumption may change them.
+_UNRELATED_TO_RESULTS = ("logger", "run_group", "callbacks")
+# Files of a study folder that may exist before its identity file: the lock (taken before the
+# identity is written) and what a crash inside write_json leaves.
+_BEFORE_IDENTITY = {LOCK_NAME, "study.json.tmp"}
+_MISSING = object()
 
 
 def _forwarded_overrides() -> tuple[list[str], list[str]]:
@@ -80,16 +96,71 @@ def _check_real_data(spec: dict) -> None:
     read_dataset(spec, "train")
 
 
-def _check_identity(out: Path, identity: dict) -> None:
-    """Refuse to resume a study folder made with other settings: its finished steps would not match."""
+def study_identity(cfg: DictConfig, plan: StudyPlan, steps: list[Step]) -> dict:
+    """What makes a study folder's results: its settings and every step's command line."""
+    prefix = f"{plan.out}/"
+
+    def relevant(argument: str) -> bool:
+        key = argument.lstrip("+~").split("=", 1)[0]
+        return key.split(".", 1)[0] not in _UNRELATED_TO_RESULTS or key.startswith("callbacks.")
+
+    identity = {"profile": cfg.profile.name, "dataset": plan.real_data["name"], "conditions": list(plan.conditions),
+                "num_synthetic": plan.num_synthetic, "overrides": plan.overrides, "seed": cfg.seed,
+                "data": plan.real_data,
+                # Sorted: the order of overrides on a command line does not change a run; paths
+                # relative to the folder, so a moved study folder still resumes.
+                "steps": {s.name: sorted(a.replace(prefix, "<out>/") for a in s.arguments if relevant(a))
+                          for s in steps}}
+    return json.loads(json.dumps(identity))  # as study.json reads back (lists, not tuples)
+
+
+def _shown(value) -> str:
+    text = "not recorded" if value is _MISSING else str(value)
+    return text if len(text) <= 120 else text[:117] + "..."  # the error stays one readable line
+
+
+def _first_difference(key: str, there, now) -> str:
+    """`key: <value> there, <value> now` for the first setting that differs, descending into dicts."""
+    if isinstance(there, dict) and isinstance(now, dict):
+        for sub in [*there, *(k for k in now if k not in there)]:
+            if there.get(sub, _MISSING) != now.get(sub, _MISSING):
+                return _first_difference(f"{key}.{sub}", there.get(sub, _MISSING), now.get(sub, _MISSING))
+    # A step: name the first argument that differs, not two whole command lines.
+    if key.startswith("steps.") and (there is _MISSING or now is _MISSING):
+        return f"{key}: {'no such step' if there is _MISSING else 'a step'} there, " \
+               f"{'no such step' if now is _MISSING else 'a step'} now"
+    if key.startswith("steps.") and isinstance(there, list) and isinstance(now, list):
+        gone, new = [a for a in there if a not in now], [a for a in now if a not in there]
+        return f"{key}: {gone[0] if gone else 'nothing'} there, {new[0] if new else 'nothing'} now"
+    return f"{key}: {_shown(there)} there, {_shown(now)} now"
+
+
+def _check_identity(out: Path, identity: dict, record: bool = True) -> None:
+    """Refuse a folder that is not this study's: an unrelated non-empty folder (its files would be
+    overwritten, or taken for results), or a study made with other settings (its finished steps
+    would not match). Else, with `record`, write the identity, before any step runs."""
     path = out / "study.json"
-    if path.is_file():
-        before = json.loads(path.read_text())
-        changed = [k for k in _IDENTITY_KEYS if before.get(k) != identity.get(k)]
+    if not path.is_file():
+        others = sorted(p.name for p in out.iterdir() if p.name not in _BEFORE_IDENTITY)
+        if others:
+            raise ConfigError(f"study.out_dir={out} is not empty and holds no study (no study.json; found "
+                              f"{', '.join(others[:3])}{', ...' if len(others) > 3 else ''}): use an empty or new folder")
+    else:
+        try:
+            before = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as error:
+            raise ConfigError(f"study.out_dir={out}: its study.json is unreadable ({error}); "
+                              "use another out_dir") from None
+        if not isinstance(before, dict):
+            raise ConfigError(f"study.out_dir={out}: its study.json is not a study's identity; use another out_dir")
+        changed = [k for k in _IDENTITY_KEYS if before.get(k, _MISSING) != identity.get(k, _MISSING)]
         if changed:
-            raise ConfigError(f"study.out_dir={out} holds a study with other settings ({changed[0]}: "
-                              f"{before.get(changed[0])} there, {identity.get(changed[0])} now): use another out_dir")
-    write_json(path, identity)
+            key = changed[0]
+            raise ConfigError(f"study.out_dir={out} holds a study with other settings "
+                              f"({_first_difference(key, before.get(key, _MISSING), identity.get(key, _MISSING))}): "
+                              "use another out_dir")
+    if record:
+        write_json(path, identity)
 
 
 def _parallelism(cfg: DictConfig) -> tuple[int, int]:
@@ -106,18 +177,25 @@ def _parallelism(cfg: DictConfig) -> tuple[int, int]:
 
 
 def run_study(cfg: DictConfig) -> dict:
-    from synthmed_lightning.study.report import write_report
-
     start = time.perf_counter()
     plan = build_plan(cfg)
     _check_real_data(plan.real_data)
     out = plan.out
-    out.mkdir(parents=True, exist_ok=True)
-    _check_identity(out, {"profile": cfg.profile.name, "dataset": plan.real_data["name"],
-                          "conditions": list(plan.conditions), "num_synthetic": plan.num_synthetic,
-                          "overrides": plan.overrides})
     steps = plan.steps()
     workers, threads = _parallelism(cfg)
+    check_writable(out, "study.out_dir")  # a file in the way fails in one line, not in mkdir
+    out.mkdir(parents=True, exist_ok=True)
+    identity = study_identity(cfg, plan, steps)
+    _check_identity(out, identity, record=False)  # an unrelated folder is refused before the lock is put in it
+    with study_lock(out):
+        _check_identity(out, identity)  # again: another study may have started here meanwhile
+        return _run_locked(cfg, plan, steps, workers, threads, start)
+
+
+def _run_locked(cfg: DictConfig, plan: StudyPlan, steps: list[Step], workers: int, threads: int, start: float) -> dict:
+    from synthmed_lightning.study.report import write_report
+
+    out = plan.out
     log.info("Study in %s: %d steps, %d at a time with %d CPU thread(s) each", out, len(steps), workers, threads)
 
     def resume(step):  # a step killed before it finished continues from its last checkpoint

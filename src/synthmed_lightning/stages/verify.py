@@ -13,26 +13,11 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from synthmed_lightning.errors import DataError
-from synthmed_lightning.export import MANIFEST, read_manifest, sha256_file, verify_manifest
-from synthmed_lightning.stages.common import run_dir, write_json
+from synthmed_lightning.export import MANIFEST, check_export, verify_manifest
+from synthmed_lightning.stages.common import run_dir
+from synthmed_lightning.utils import write_json
 
 log = logging.getLogger(__name__)
-
-
-def check_export(folder: str | Path, manifest_sha256: str | None = None, key: str = "synthetic_dir") -> dict:
-    """The verified manifest of an exported dataset; `DataError` (one line, naming the bad file) otherwise."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DataError(f"{key}={folder}: folder not found")
-    problems = verify_manifest(folder)
-    actual = sha256_file(folder / MANIFEST) if (folder / MANIFEST).is_file() else None
-    if manifest_sha256 and actual and actual != str(manifest_sha256).lower():
-        problems.insert(0, f"changed: {MANIFEST} (its sha256 is {actual}, expected {manifest_sha256})")
-    if problems:
-        more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
-        raise DataError(f"{key}={folder} does not match its manifest: {problems[0]}{more}")
-    manifest = read_manifest(folder)
-    return {**manifest, "manifest_sha256": actual}
 
 
 def run_verify(cfg: DictConfig) -> dict:

@@ -12,7 +12,7 @@ import torch
 
 from synthmed_lightning.checkpoints import load_module
 from synthmed_lightning.data.sample import Sample
-from synthmed_lightning.data.transforms import preprocess, to_tensor_layout
+from synthmed_lightning.data.transforms import DEFAULT_PREPROCESS, preprocess, to_tensor_layout
 from synthmed_lightning.metrics.distribution import frechet_distance, intensity_kl
 
 _MAX_TILE = 128
@@ -38,7 +38,7 @@ class TileFeatures:
         from synthmed_lightning.models.segmenter import Segmenter
 
         self.model = load_module(Segmenter, segment_ckpt, "segment").eval()
-        self.preprocess = dict(self.model.hparams.preprocess or {"mode": "rgb", "clahe": False})
+        self.preprocess = dict(self.model.hparams.preprocess or DEFAULT_PREPROCESS)
         self.tiles_per_image = tiles_per_image
         self.seed = seed
 

@@ -10,10 +10,35 @@ when complete): a rerun skips it. A step killed half-way resumes from its `last.
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# Conditions whose U-Net trains on a synthetic export (the others train on real data).
+# The conditions of the study: each trains one U-Net and tests it on the real test split.
+# Everything else about a condition is derived from the two tables below (the plan's steps here,
+# the report's tables, fidelity measures, audits and figures in study/report.py):
+# * a condition named in SYNTHETIC trains on its own synthetic export, made by the generators of
+#   the training runs listed there (in this order the report lists the exports);
+# * `real_plus_<synthetic>` trains on the real training split plus that export (data.extra_train);
+# * any other condition (`real`) trains on the real data alone.
+# A synthetic export is measured (KL, Fréchet distance) and audited for privacy whenever some
+# condition of the study trains on it.
 SYNTHETIC = {"dual_gan": ("train_mask", "train_image"), "single_gan": ("train_single",)}
 CONDITIONS = ("real", "dual_gan", "single_gan", "real_plus_dual_gan")
+# How figures name each synthetic export.
+EXPORT_LABELS = {"dual_gan": "dual GAN (Stage I + Stage II)", "single_gan": "single GAN"}
+REAL_PLUS = "real_plus_"
+# The export that study.synthetic_counts makes again at other sizes (one U-Net each: F1 against count).
+COUNTED = "dual_gan"
 TRAINING_STAGES = ("mask", "image", "single", "segment")
+
+
+def export_of(condition: str) -> str | None:
+    """The synthetic export whose images `condition`'s U-Net trains on (None: real images only)."""
+    synthetic = condition.removeprefix(REAL_PLUS)
+    return synthetic if synthetic in SYNTHETIC else None
+
+
+def exports_of(conditions) -> tuple[str, ...]:
+    """The synthetic exports some of `conditions` train on, in SYNTHETIC's order."""
+    needed = {export_of(condition) for condition in conditions}
+    return tuple(synthetic for synthetic in SYNTHETIC if synthetic in needed)
 
 
 @dataclass(frozen=True)
@@ -61,6 +86,11 @@ class StudyPlan:
     overrides: dict[str, list[str]] = field(default_factory=dict)  # per stage: extra overrides (ablations)
     audit: bool = True
 
+    @property
+    def exports(self) -> tuple[str, ...]:
+        """The synthetic exports this study makes: those its conditions train on."""
+        return exports_of(self.conditions)
+
     def export_dir(self, condition: str, count: int | None = None) -> Path:
         suffix = "" if count in (None, self.num_synthetic) else f"_n{count}"
         return self.out / "synthetic" / f"{condition}{suffix}"
@@ -77,11 +107,9 @@ class StudyPlan:
 
     def _generate(self, condition: str, count: int) -> Step:
         runs = self.out / "runs"
-        if condition == "dual_gan":
-            checkpoints = [f"mask_ckpt={_hydra_value(str(runs / 'train_mask/checkpoints/last.ckpt'))}",
-                           f"image_ckpt={_hydra_value(str(runs / 'train_image/checkpoints/last.ckpt'))}"]
-        else:
-            checkpoints = [f"single_ckpt={_hydra_value(str(runs / 'train_single/checkpoints/last.ckpt'))}"]
+        # train_<stage> hands its generator to stage=generate as <stage>_ckpt=...
+        checkpoints = [f"{run.removeprefix('train_')}_ckpt={_hydra_value(str(runs / run / 'checkpoints/last.ckpt'))}"
+                       for run in SYNTHETIC[condition]]
         export = self.export_dir(condition, count)
         suffix = "" if count == self.num_synthetic else f"_n{count}"
         return self._step(f"generate_{condition}{suffix}", "generate",
@@ -91,7 +119,7 @@ class StudyPlan:
     def steps(self) -> list[Step]:
         """All steps, longest-running first within what can start (the scheduler keeps this order)."""
         wanted = set(self.conditions)
-        needs = {gan for condition in wanted for gan in SYNTHETIC.get(condition.replace("real_plus_", ""), ())}
+        needs = {gan for synthetic in self.exports for gan in SYNTHETIC[synthetic]}
         steps = []
         if "train_single" in needs:
             steps.append(self._step("train_single", "single", self.real_data_args))
@@ -101,29 +129,25 @@ class StudyPlan:
             steps.append(self._step("segment_real", "segment", self.real_data_args))
         if "train_image" in needs:
             steps.append(self._step("train_image", "image", self.real_data_args))
-        for condition in ("dual_gan", "single_gan"):
-            if condition in wanted or (condition == "dual_gan" and "real_plus_dual_gan" in wanted):
-                steps.append(self._generate(condition, self.num_synthetic))
-        if "dual_gan" in wanted:
-            steps.append(self._segment_on_synthetic("segment_dual_gan", self.export_dir("dual_gan"), "generate_dual_gan"))
-        if "real_plus_dual_gan" in wanted:
-            extra = {"name": "folder", "root": str(self.export_dir("dual_gan"))}
-            steps.append(self._step("segment_real_plus_dual_gan", "segment",
-                                    [*self.real_data_args, f"data.extra_train={_hydra_value([extra])}"],
-                                    after=["generate_dual_gan"]))
-        if "single_gan" in wanted:
-            steps.append(self._segment_on_synthetic("segment_single_gan", self.export_dir("single_gan"),
-                                                    "generate_single_gan"))
+        for synthetic in self.exports:
+            steps.append(self._generate(synthetic, self.num_synthetic))
+        for synthetic in self.exports:
+            if synthetic in wanted:
+                steps.append(self._segment_on_synthetic(f"segment_{synthetic}", self.export_dir(synthetic),
+                                                        f"generate_{synthetic}"))
+            if REAL_PLUS + synthetic in wanted:
+                extra = {"name": "folder", "root": str(self.export_dir(synthetic))}
+                steps.append(self._step(f"segment_{REAL_PLUS}{synthetic}", "segment",
+                                        [*self.real_data_args, f"data.extra_train={_hydra_value([extra])}"],
+                                        after=[f"generate_{synthetic}"]))
         for count in self.synthetic_counts:
             if count == self.num_synthetic:
                 continue
-            generate = self._generate("dual_gan", count)
-            steps += [generate, self._segment_on_synthetic(f"segment_dual_gan_n{count}",
-                                                           self.export_dir("dual_gan", count), generate.name)]
+            generate = self._generate(COUNTED, count)
+            steps += [generate, self._segment_on_synthetic(f"segment_{COUNTED}_n{count}",
+                                                           self.export_dir(COUNTED, count), generate.name)]
         if self.audit:
-            for condition in ("dual_gan", "single_gan"):
-                if any(s.name == f"generate_{condition}" for s in steps):
-                    steps.append(self._audit(condition))
+            steps += [self._audit(synthetic) for synthetic in self.exports]
         return steps
 
     def _audit(self, condition: str) -> Step:

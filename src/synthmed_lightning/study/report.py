@@ -1,8 +1,10 @@
-"""The study's results: `<out>/results.json` (SPEC.md item 5 shape, more keys), `<out>/report.md`
-beside the paper's figures, figures under `<out>/figures/`, and the same to W&B with `logger=wandb`.
+"""The study's results: `<out>/results.json`, `<out>/report.md` beside the paper's figures,
+figures under `<out>/figures/`, and the same to W&B with `logger=wandb` (docs/design.md).
 
 Everything is read back from the steps' outputs (metrics.json, exports, predictions), so the
-report can be rebuilt at any time from a finished study folder.
+report can be rebuilt at any time from a finished study folder. Which conditions there are, and
+which synthetic exports they train on, comes from the plan (`study/plan.py`): a new condition
+needs no change here.
 """
 
 import json
@@ -15,16 +17,18 @@ import numpy as np
 from omegaconf import DictConfig
 
 from synthmed_lightning.data.readers import read_dataset
-from synthmed_lightning.stages.common import write_json
+from synthmed_lightning.metrics.segmentation import METRIC_NAMES
 from synthmed_lightning.study.fidelity import frechet_to_real, kl_to_real
-from synthmed_lightning.study.plan import SYNTHETIC, StudyPlan, Step
+from synthmed_lightning.study.plan import COUNTED, EXPORT_LABELS, SYNTHETIC, StudyPlan, Step
+from synthmed_lightning.utils import write_json
 from synthmed_lightning.visualize import image_grid, save_png
 
 log = logging.getLogger(__name__)
 
 # Guibas, Virdi & Li (2017), DRIVE test: U-Net F1 trained on synthetic vs real pairs; KL to real.
 PAPER = {"f1": {"dual_gan": 0.8877, "real": 0.8988}, "kl": {"dual_gan": 4.759, "real_subset": 4.212e-4}}
-SEGMENTATION_KEYS = ("f1_vessel", "f1_macro", "auc", "accuracy", "sensitivity", "specificity")
+# results.json's `ratio_dual_over_real`: f1_vessel of the first condition over the second's (paper: 0.988).
+RATIO = ("ratio_dual_over_real", "dual_gan", "real")
 _TILE_HEIGHT = 160
 # What results.json keeps of each audit.json (the rest, e.g. the worst cases, stays in the audit's run).
 _PRIVACY_KEYS = ("near_copies", "mia_auc", "feature_encoder", "spaces")
@@ -54,7 +58,7 @@ def segmentation_results(out: Path, names: list[str]) -> dict[str, dict[str, flo
     results = {}
     for name in names:
         metrics = _read_json(out / "runs" / f"segment_{name}" / "metrics.json")
-        results[name] = {k: metrics[f"test/{k}"] for k in SEGMENTATION_KEYS if f"test/{k}" in metrics}
+        results[name] = {k: metrics[f"test/{k}"] for k in METRIC_NAMES if f"test/{k}" in metrics}
     return results
 
 
@@ -62,10 +66,15 @@ def _folder(path: Path):
     return read_dataset({"name": "folder", "root": str(path)}, "train")
 
 
+def finished_exports(plan: StudyPlan) -> list[str]:
+    """The synthetic exports of the plan that are complete (their manifest is written last): the
+    sets that are shown, measured (KL, Fréchet), audited and logged. The one place that decides it."""
+    return [c for c in plan.exports if (plan.export_dir(c) / "manifest.json").is_file()]
+
+
 def read_exports(plan: StudyPlan) -> dict[str, list]:
     """{condition: samples} of every finished synthetic export, read once for all figures and measures."""
-    return {c: _folder(plan.export_dir(c)) for c in ("dual_gan", "single_gan")
-            if (plan.export_dir(c) / "manifest.json").is_file()}
+    return {c: _folder(plan.export_dir(c)) for c in finished_exports(plan)}
 
 
 def fidelity(plan: StudyPlan, real: list, exports: dict[str, list], tiles_per_image: int) -> dict:
@@ -93,15 +102,12 @@ def _labelled_row(label: str, tiles: list[np.ndarray]) -> np.ndarray:
     return np.concatenate([banner, row], axis=0)
 
 
-_EXPORT_LABELS = {"dual_gan": "dual GAN (Stage I + Stage II)", "single_gan": "single GAN"}
-
-
 def samples_figure(real: list | None, exports: dict[str, list], path: Path, per_row: int = 3) -> Path | None:
     """Rows real | dual GAN | single GAN, each item as image + mask (the report's grid). Without the
     real row (`real=None`) the figure holds synthetic data only, so it may be published where the
     real data's licence forbids copies (DRIVE's does: the README shows that version)."""
     rows = {"real (training data)": real[:per_row]} if real is not None else {}
-    rows.update({_EXPORT_LABELS[c]: samples[:per_row] for c, samples in exports.items()})
+    rows.update({EXPORT_LABELS.get(c, c): samples[:per_row] for c, samples in exports.items()})
     drawn = [_labelled_row(label, [t for s in samples for t in (_tile(s.image), _tile(s.mask * 255))])
              for label, samples in rows.items() if samples]
     if not drawn:
@@ -203,8 +209,9 @@ def write_report(cfg: DictConfig, plan: StudyPlan, steps: list[Step], timing: di
     real, exports = read_dataset(plan.real_data, "train"), read_exports(plan)
     results = {"profile": cfg.profile.name, "dataset": plan.real_data["name"].upper(), "segmentation": seg,
                **fidelity(plan, real, exports, int(cfg.study.fidelity_tiles)), "timing_s": timing}
-    if seg.get("real", {}).get("f1_vessel") and seg.get("dual_gan", {}).get("f1_vessel"):
-        results["ratio_dual_over_real"] = seg["dual_gan"]["f1_vessel"] / seg["real"]["f1_vessel"]
+    key, numerator, denominator = RATIO
+    if seg.get(denominator, {}).get("f1_vessel") and seg.get(numerator, {}).get("f1_vessel"):
+        results[key] = seg[numerator]["f1_vessel"] / seg[denominator]["f1_vessel"]
     if plan.real_data["name"] == "drive":
         from synthmed_lightning.metrics.observer import second_observer_scores
 
@@ -212,7 +219,7 @@ def write_report(cfg: DictConfig, plan: StudyPlan, steps: list[Step], timing: di
     stage1 = _read_json(out / "runs" / "train_mask" / "metrics.json")
     if stage1:
         results["stage1"] = {k.removeprefix("val/"): v for k, v in stage1.items() if k.startswith("val/")}
-    audits = {c: _read_json(out / "runs" / f"audit_{c}" / "audit.json") for c in ("dual_gan", "single_gan")}
+    audits = {c: _read_json(out / "runs" / f"audit_{c}" / "audit.json") for c in plan.exports}
     if any(audits.values()):
         results["privacy"] = {c: {k: a[k] for k in _PRIVACY_KEYS if k in a} for c, a in audits.items() if a}
     for condition, guarantee in dp_guarantees(out).items():
@@ -221,9 +228,9 @@ def write_report(cfg: DictConfig, plan: StudyPlan, steps: list[Step], timing: di
     figures = {"samples": samples_figure(real, exports, out / "figures" / "samples.png"),
                "overlays": overlays_figure(out, main, out / "figures" / "overlays.png")}
     if plan.synthetic_counts:
-        counts = {n: _read_json(out / "runs" / f"segment_dual_gan_n{n}" / "metrics.json").get("test/f1_vessel")
+        counts = {n: _read_json(out / "runs" / f"segment_{COUNTED}_n{n}" / "metrics.json").get("test/f1_vessel")
                   for n in plan.synthetic_counts if n != plan.num_synthetic}
-        counts[plan.num_synthetic] = seg.get("dual_gan", {}).get("f1_vessel")
+        counts[plan.num_synthetic] = seg.get(COUNTED, {}).get("f1_vessel")
         results["synthetic_count"] = {str(n): f for n, f in sorted(counts.items()) if f is not None}
         figures["synthetic_count"] = count_plot({int(n): f for n, f in results["synthetic_count"].items()},
                                                 out / "figures" / "f1_vs_synthetic_count.png")
@@ -239,25 +246,24 @@ def log_to_wandb(cfg: DictConfig, plan: StudyPlan, results: dict, figures: dict[
     export as a dataset artifact (by reference: the files stay where they are)."""
     import wandb
 
-    from synthmed_lightning.stages.common import _default_wandb_offline
+    from synthmed_lightning.loggers import default_wandb_offline
 
-    _default_wandb_offline()
+    default_wandb_offline()
     settings = cfg.logger.wandb
     group = next((a.split("=", 1)[1] for a in plan.common_args if a.startswith("run_group=")), None)
     run = wandb.init(project=settings.get("project"), group=group, job_type="study", dir=str(plan.out),
                      config={"profile": results["profile"], "dataset": results["dataset"]}, reinit="finish_previous")
-    table = wandb.Table(columns=["condition", *SEGMENTATION_KEYS])
+    table = wandb.Table(columns=["condition", *METRIC_NAMES])
     for name, values in results["segmentation"].items():
-        table.add_data(name, *[values.get(k) for k in SEGMENTATION_KEYS])
+        table.add_data(name, *[values.get(k) for k in METRIC_NAMES])
     run.log({"results": table, **{f"figures/{k}": wandb.Image(str(p)) for k, p in figures.items() if p},
              **{f"kl/{k}": v for k, v in results.get("kl", {}).items()},
              **{f"frechet/{k}": v for k, v in results.get("frechet", {}).items()}})
-    for condition in ("dual_gan", "single_gan"):
+    for condition in finished_exports(plan):
         export = plan.export_dir(condition)
-        if (export / "manifest.json").is_file():
-            manifest = _read_json(export / "manifest.json")
-            artifact = wandb.Artifact(f"synthetic-{condition}", type="dataset",
-                                      metadata={"seed": manifest.get("seed"), "files": len(manifest.get("files", {}))})
-            artifact.add_reference(export.absolute().as_uri())
-            run.log_artifact(artifact)
+        manifest = _read_json(export / "manifest.json")
+        artifact = wandb.Artifact(f"synthetic-{condition}", type="dataset",
+                                  metadata={"seed": manifest.get("seed"), "files": len(manifest.get("files", {}))})
+        artifact.add_reference(export.absolute().as_uri())
+        run.log_artifact(artifact)
     run.finish()

@@ -5,10 +5,15 @@ Each step is `python -m synthmed_lightning <its arguments>` with its output in a
 CPU machine two single-threaded runs side by side finish sooner than one after the other with two
 threads each (PyTorch's small convolutions scale poorly across threads). A failed step stops the
 study (the steps already running finish) with one line naming the step and its log.
+
+Steps never outlive the study: on Linux each one is asked to get SIGTERM when the study process
+dies (even by SIGKILL), and a study ending by an exception or Ctrl-C terminates the running ones.
 """
 
+import ctypes
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -38,6 +43,48 @@ def _command(step: Step) -> list[str]:
     return [sys.executable, "-m", "synthmed_lightning", *step.arguments]
 
 
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+_STOP_WAIT_S = 10.0  # how long a terminated step may take to exit before it is killed
+
+
+def _die_with_parent():
+    """A `preexec_fn` that makes the child get SIGTERM when this process dies (Linux), else None.
+
+    libc is loaded here, in the parent: the function itself runs in the forked child, where only
+    async-signal-safe work belongs. The signal follows the thread that started the child, which
+    is the study's main thread here (it lives until the study ends)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
+
+
+def _stop(running: dict) -> None:
+    """Terminate the running steps (SIGTERM, then SIGKILL after a grace period): a study that
+    ends by an error or Ctrl-C leaves no step behind."""
+    for process, _, _ in running.values():
+        if process.poll() is None:
+            process.terminate()
+    deadline = time.monotonic() + _STOP_WAIT_S
+    for name, (process, _, _) in running.items():
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.warning("%s: stopped (the study ended); rerun the same command to continue it", name)
+
+
 def run_steps(steps: list[Step], out: Path, workers: int, threads: int, resume_arg=lambda step: []) -> dict[str, float]:
     """Run the unfinished steps; return {step name: wall seconds} of those run now.
 
@@ -58,31 +105,36 @@ def run_steps(steps: list[Step], out: Path, workers: int, threads: int, resume_a
     failed: list[str] = []
     (out / "logs").mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
-    while pending or running:
-        if not failed:
-            for step in [s for s in pending if set(s.after) <= done][: max(0, workers - len(running))]:
-                pending.remove(step)
-                log_path = out / "logs" / f"{step.name}.log"
-                with open(log_path, "ab") as log_file:
-                    process = subprocess.Popen(_command(step) + resume_arg(step), stdout=log_file,
-                                               stderr=subprocess.STDOUT, env=env)
-                running[step.name] = (process, time.perf_counter(), step)
-                log.info("[%d/%d] %s: started (stage=%s, log %s)", total - len(pending), total, step.name,
-                         step.stage, log_path)
-        elif not running:
-            break
-        time.sleep(_POLL_S)
-        for name, (process, start, step) in list(running.items()):
-            if process.poll() is None:
-                continue
-            del running[name]
-            seconds[name] = time.perf_counter() - start
-            if process.returncode == 0 and step.done(out):
-                done.add(name)
-                log.info("%s: done in %s (%d of %d steps done)", name, _minutes(seconds[name]), len(done), total)
-            else:
-                failed.append(name)
-                log.error("%s failed (exit %s): see %s", name, process.returncode, out / "logs" / f"{name}.log")
+    preexec = _die_with_parent()
+    try:
+        while pending or running:
+            if not failed:
+                for step in [s for s in pending if set(s.after) <= done][: max(0, workers - len(running))]:
+                    pending.remove(step)
+                    log_path = out / "logs" / f"{step.name}.log"
+                    with open(log_path, "ab") as log_file:
+                        process = subprocess.Popen(_command(step) + resume_arg(step), stdout=log_file,
+                                                   stderr=subprocess.STDOUT, env=env, preexec_fn=preexec)
+                    running[step.name] = (process, time.perf_counter(), step)
+                    log.info("[%d/%d] %s: started (stage=%s, log %s)", total - len(pending), total, step.name,
+                             step.stage, log_path)
+            elif not running:
+                break
+            time.sleep(_POLL_S)
+            for name, (process, start, step) in list(running.items()):
+                if process.poll() is None:
+                    continue
+                del running[name]
+                seconds[name] = time.perf_counter() - start
+                if process.returncode == 0 and step.done(out):
+                    done.add(name)
+                    log.info("%s: done in %s (%d of %d steps done)", name, _minutes(seconds[name]), len(done), total)
+                else:
+                    failed.append(name)
+                    log.error("%s failed (exit %s): see %s", name, process.returncode, out / "logs" / f"{name}.log")
+    except BaseException:  # an error here, Ctrl-C (KeyboardInterrupt), SystemExit
+        _stop(running)
+        raise
     if failed:
         last_line = _last_error_line(out / "logs" / f"{failed[0]}.log")
         raise StepFailed(f"study step {failed[0]} failed ({last_line}); log: {out / 'logs' / (failed[0] + '.log')}; "

@@ -26,10 +26,8 @@ class RankProbe(L.Callback):
         io = trainer.strategy.checkpoint_io
         io.save_checkpoint = self._counting(io.save_checkpoint, "checkpoint")
         from synthmed_lightning.callbacks import sample_grids
-        from synthmed_lightning.models import gan_base
 
-        for module in (sample_grids, gan_base):
-            module.save_png = self._counting(module.save_png, "png")
+        sample_grids.save_png = self._counting(sample_grids.save_png, "png")  # every grid writer's PNGs
 
     def _counting(self, function, key: str):
         def counted(*args, **kwargs):

@@ -51,7 +51,7 @@ def test_dp_stage_two_spends_the_target_epsilon_and_the_export_works(dp_runs, tm
 
 
 @pytest.mark.parametrize("overrides, fragment", [
-    (("stage=single", "privacy=dp", "profile.single.batch_size=2"), "model.spectral_norm=True"),
+    (("stage=single", "privacy=dp", "profile.single.batch_size=2"), "model.discriminator.spectral_norm=True"),
     (("stage=mask", "privacy=dp", "profile.mask.batch_size=8"), "batch size (8)"),
     (("stage=mask", "privacy=dp", "profile.mask.batch_size=2", "trainer.devices=2"), "privacy=dp runs on one device"),
     (("stage=mask", "privacy=dp", "privacy.delta=0.5", "profile.mask.batch_size=2"), "privacy.delta=0.5"),

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SMOKE, assert_ok, run_cli, smoke_run
+from conftest import SMOKE, assert_ok, compose_config, run_cli, smoke_run
 from synthmed_lightning.checkpoints import load_checkpoint, restore_module
 from synthmed_lightning.data.mask_data import MaskDataModule, from_square, square_resize_binary, to_square
 from synthmed_lightning.data.readers import read_dataset
@@ -18,6 +18,20 @@ from synthmed_lightning.models.mask_gan import MaskGAN
 
 ITERATIONS, VAL_EVERY, SIZE, NUM_SAMPLES = 100, 50, 32, 8  # conf/profile/smoke.yaml `mask:`
 PHANTOM = {"name": "phantom", "reader": {"count": 6, "seed": 0, "height": 96, "width": 96}}
+DCGAN = "synthmed_lightning.models.components.dcgan."
+
+
+def mask_gan(z_dim: int = 100, image_size: int = 32, base_channels: int = 4, spectral_norm: bool = False,
+             generator_spectral_norm: bool | None = None, **settings) -> MaskGAN:
+    """A small Stage I module: the networks of conf/model/_dcgan.yaml at the given size."""
+    g_norm = spectral_norm if generator_spectral_norm is None else generator_spectral_norm
+    return MaskGAN(generator={"_target_": DCGAN + "DCGANGenerator", "z_dim": z_dim, "out_channels": 1,
+                              "image_size": image_size, "base_channels": base_channels, "upsample": "transpose",
+                              "spectral_norm": g_norm},
+                   discriminator={"_target_": DCGAN + "MultiScaleDiscriminator", "in_channels": 1,
+                                  "image_size": image_size, "base_channels": base_channels,
+                                  "spectral_norm": spectral_norm},
+                   **settings)
 
 
 
@@ -124,7 +138,7 @@ def test_soft_masks_train_on_coverage_and_samples_are_thresholded_at_the_data_th
     assert np.array_equal(dm.masks, (dm.coverage >= 0.25).astype(np.uint8))  # statistics use the binary masks
     batch = next(iter(dm.train_dataloader()))["mask"]
     assert len(torch.unique(batch)) > 2 and batch.min() >= -1 and batch.max() <= 1  # coverage, not {-1, 1}
-    model = MaskGAN(z_dim=8, image_size=SIZE, base_channels=4, num_samples=2, sample_threshold=0.25)
+    model = mask_gan(z_dim=8, image_size=SIZE, num_samples=2, sample_threshold=0.25)
     coverage = torch.tensor([0.1, 0.2, 0.3, 0.9]).view(1, 1, 2, 2)
     model.fov = torch.ones(1, 1, 2, 2)
     assert model.binary_mask(coverage * 2 - 1).flatten().tolist() == [0.0, 0.0, 1.0, 1.0]
@@ -159,7 +173,7 @@ def test_square_round_trip_and_thin_vessels():
 
 
 def test_ema_tracks_the_generator():
-    model = MaskGAN(z_dim=8, image_size=32, base_channels=4, ema_decay=0.9)
+    model = mask_gan(z_dim=8, ema_decay=0.9)
     with torch.no_grad():
         for p in model.generator.parameters():
             p.add_(1.0)
@@ -173,12 +187,37 @@ def test_ema_tracks_the_generator():
 
 
 def test_spectral_norm_can_be_limited_to_the_discriminator():
+    """The generator follows D's spectral_norm (conf/model/_dcgan.yaml) unless set itself (SN-GAN)."""
     from torch.nn.utils import parametrize
+
+    from synthmed_lightning.stages.common import instantiate_primitive
 
     def normalised(net):
         return any(parametrize.is_parametrized(m) for m in net.modules())
 
-    both = MaskGAN(image_size=32, base_channels=4, spectral_norm=True)
-    d_only = MaskGAN(image_size=32, base_channels=4, spectral_norm=True, generator_spectral_norm=False)
+    sn = ("stage=mask", "profile=smoke", "profile.mask.spectral_norm=true")
+    both = instantiate_primitive(compose_config(*sn).model)
+    d_only = instantiate_primitive(compose_config(*sn, "model.generator.spectral_norm=false").model)
     assert normalised(both.generator) and normalised(both.discriminator)
     assert not normalised(d_only.generator) and normalised(d_only.discriminator)
+    assert not normalised(mask_gan(spectral_norm=False).discriminator)
+
+
+def test_checkpoint_with_the_old_flat_network_settings_fails_in_one_line(mask_run):
+    """Before the networks became `generator`/`discriminator` dicts a checkpoint kept their sizes as
+    flat hyperparameters (z_dim, base_channels, ...): this version refuses it with one line."""
+    checkpoint = load_checkpoint(mask_run / "checkpoints" / "last.ckpt", "mask")
+    checkpoint["hyper_parameters"] = old_style_hparams(checkpoint["hyper_parameters"])
+    with pytest.raises(CheckpointError, match="checkpoint settings do not fit this version's MaskGAN") as error:
+        restore_module(MaskGAN, checkpoint)
+    assert "\n" not in str(error.value)
+
+
+def old_style_hparams(hparams: dict) -> dict:
+    """The flat hyperparameters a checkpoint of the previous version held for the same networks."""
+    hparams = dict(hparams)
+    g, d = hparams.pop("generator"), hparams.pop("discriminator")
+    return {**hparams, "z_dim": g["z_dim"], "image_size": g["image_size"], "base_channels": g["base_channels"],
+            "d_base_channels": None, "upsample": g["upsample"], "spectral_norm": d["spectral_norm"],
+            "generator_spectral_norm": None, "max_channels": g["max_channels"], "d_scales": d["scales"],
+            "minibatch_std": d["minibatch_std"]}

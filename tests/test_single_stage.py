@@ -1,5 +1,5 @@
 """stage=single (the single-GAN baseline: noise -> RGB image + vessel mask) through the CLI on the
-phantom, and the `JointGAN.generate` API the synthetic-dataset export relies on."""
+phantom, and the `SingleGAN.generate` API the synthetic-dataset export relies on."""
 
 import json
 from pathlib import Path
@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import smoke_run
+from conftest import assert_one_line_error, run_cli, smoke_run
 from synthmed_lightning.checkpoints import load_checkpoint, restore_module
 from synthmed_lightning.errors import CheckpointError
-from synthmed_lightning.models.joint_gan import JointGAN
+from synthmed_lightning.models.single_gan import SingleGAN
 
 ITERATIONS, VAL_EVERY, SIZE, NUM_SAMPLES = 100, 50, 32, 8  # conf/profile/smoke.yaml `single:`
 
@@ -23,8 +23,8 @@ def single_run(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def model(single_run) -> JointGAN:
-    return restore_module(JointGAN, load_checkpoint(single_run / "checkpoints" / "last.ckpt", "single"))
+def model(single_run) -> SingleGAN:
+    return restore_module(SingleGAN, load_checkpoint(single_run / "checkpoints" / "last.ckpt", "single"))
 
 
 def test_single_run_writes_checkpoint_grids_and_metrics(single_run):
@@ -44,7 +44,7 @@ def test_single_run_writes_checkpoint_grids_and_metrics(single_run):
     assert metrics["train/iterations"] == ITERATIONS and metrics["train/steps"] == 2 * ITERATIONS
 
 
-def test_joint_gan_learned_the_fundus_colours(single_run):
+def test_single_gan_learned_the_fundus_colours(single_run):
     """An untrained generator's image is mid-grey noise; after 100 iterations the mean colour
     inside the FOV has closed most of the gap to the real images' (reddish, dark blue)."""
     m = json.loads((single_run / "metrics.json").read_text())
@@ -82,3 +82,17 @@ def test_checkpoint_restores_the_final_ema_generator(single_run, model):
     assert red == pytest.approx(metrics["val/mean_r"], abs=1e-5)
     with pytest.raises(CheckpointError, match="expected a stage=mask checkpoint"):
         load_checkpoint(single_run / "checkpoints" / "last.ckpt", "mask")
+
+
+def test_export_from_a_checkpoint_with_the_old_flat_network_settings_fails_in_one_line(single_run, tmp_path):
+    """A checkpoint of the previous version (flat z_dim, base_channels, ... instead of `generator` and
+    `discriminator` dicts) cannot be rebuilt: stage=generate says so in one line."""
+    from test_mask_stage import old_style_hparams
+
+    checkpoint = load_checkpoint(single_run / "checkpoints" / "last.ckpt", "single")
+    checkpoint["hyper_parameters"] = old_style_hparams(checkpoint["hyper_parameters"])
+    old = tmp_path / "old.ckpt"
+    torch.save(checkpoint, old)
+    assert_one_line_error(run_cli("stage=generate", "profile=smoke", f"single_ckpt={old}", "num_samples=2",
+                                  f"out_dir={tmp_path / 'export'}", f"hydra.run.dir={tmp_path / 'run'}"),
+                          "checkpoint settings do not fit this version's SingleGAN")

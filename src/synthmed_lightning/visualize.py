@@ -1,11 +1,28 @@
-"""Pictures people look at: prediction overlays, sample grids, PNG writing."""
+"""Pictures people look at: prediction overlays, sample tiles and grids, PNG writing."""
 
 from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 
 TP_COLOUR, FP_COLOUR, FN_COLOUR = (0, 220, 0), (255, 40, 40), (40, 120, 255)
+# Grey level outside the FOV in mask tiles: tells "not retina" from background (0) and vessels (255).
+OUTSIDE_FOV_GREY = 48
+
+
+def to_uint8(image: torch.Tensor | np.ndarray) -> np.ndarray:
+    """(C, H, W) in [-1, 1] -> (H, W, C) uint8, or (H, W) for one channel: clamped, then rounded
+    half to even. The one converter of model outputs to pixels (grids, exports)."""
+    array = ((torch.as_tensor(image).detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte().numpy()
+    return np.ascontiguousarray(array[0] if array.shape[0] == 1 else array.transpose(1, 2, 0))
+
+
+def mask_tile(mask: np.ndarray, fov: np.ndarray) -> np.ndarray:
+    """uint8 (S, S): vessels (> 0.5) white, background black, outside the FOV dark grey."""
+    tile = np.where(fov, 0, OUTSIDE_FOV_GREY).astype(np.uint8)
+    tile[(mask > 0.5) & fov] = 255
+    return tile
 
 
 def save_png(path: str | Path, image: np.ndarray) -> None:

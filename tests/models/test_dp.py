@@ -15,6 +15,15 @@ from synthmed_lightning.models.mask_gan import MaskGAN
 pytest.importorskip("opacus")
 
 DP = {"mode": "dp", "target_epsilon": 10.0, "delta": 1e-3, "max_grad_norm": 1.0, "norm": "group"}
+DCGAN = "synthmed_lightning.models.components.dcgan."
+
+
+def mask_gan(privacy: dict, **discriminator) -> MaskGAN:
+    """A small Stage I module; `discriminator` settings on top of a BatchNorm D."""
+    return MaskGAN(generator={"_target_": DCGAN + "DCGANGenerator", "out_channels": 1, "image_size": 32, "base_channels": 8},
+                   discriminator={"_target_": DCGAN + "MultiScaleDiscriminator", "in_channels": 1, "image_size": 32,
+                                  "base_channels": 8, **discriminator},
+                   privacy=privacy)
 
 
 def test_plan_spends_the_target_epsilon_and_more_noise_spends_less():
@@ -105,14 +114,16 @@ def test_poisson_batches_hold_each_image_at_most_once_at_the_sample_rate():
 
 def test_private_mask_gan_keeps_checkpoint_keys_and_refuses_sample_mixing_layers():
     plan = plan_dp(DP, records=20, batch_size=4, steps=100).to_dict()
-    private = MaskGAN(image_size=32, base_channels=8, spectral_norm=False, privacy=plan)
+    private = mask_gan(plan)
     private.configure_optimizers()  # attaches the hooks: no new state_dict keys
     assert not any(isinstance(m, nn.BatchNorm2d) for m in private.discriminator.modules())
     rebuilt = MaskGAN(**private.hparams)
     rebuilt.load_state_dict(private.state_dict())
     assert set(rebuilt.state_dict()) == set(private.state_dict())
-    instance = MaskGAN(image_size=32, base_channels=8, spectral_norm=False, privacy={**plan, "norm": "instance"})
+    instance = mask_gan({**plan, "norm": "instance"})
     assert any(isinstance(m, nn.InstanceNorm2d) for m in instance.discriminator.modules())
-    for option in ({"spectral_norm": True}, {"minibatch_std": True}, {"r1_gamma": 1.0}):
-        with pytest.raises(ValueError, match=f"model.{next(iter(option))}=.*privacy=dp"):
-            MaskGAN(image_size=32, base_channels=8, **{"spectral_norm": False, **option}, privacy=plan)
+    for option in ({"spectral_norm": True}, {"minibatch_std": True}):
+        with pytest.raises(ValueError, match=f"model.discriminator.{next(iter(option))}=True: .*privacy=dp"):
+            mask_gan(plan, **option)
+    with pytest.raises(ValueError, match="model.r1_gamma=1.0: .*privacy=dp"):
+        MaskGAN(**{**private.hparams, "r1_gamma": 1.0})

@@ -333,7 +333,7 @@ def test_max_channels_widens_the_coarse_layers_only():
 
 
 def test_mode_seeking_penalty_grows_when_samples_ignore_the_noise():
-    from synthmed_lightning.models.gan_base import mode_seeking_penalty
+    from synthmed_lightning.models.components.gan_losses import mode_seeking_penalty
 
     z = torch.randn(8, 16)
     same = torch.zeros(8, 1, 8, 8)

@@ -29,3 +29,12 @@ class LossHistory(L.Callback):
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.values = list(state_dict.get("values", []))
+
+
+class GANLossHistory(LossHistory):
+    """`LossHistory` for one of several losses: a distinct state key per monitored value, so
+    two of them (G and D) can live in one Trainer and resume from a checkpoint."""
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(monitor=self.monitor)

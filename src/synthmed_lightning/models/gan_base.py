@@ -1,83 +1,75 @@
-"""What the noise-to-image GANs (Stage I `MaskGAN`, the single-GAN baseline `JointGAN`) share.
+"""What the noise-to-image GANs (Stage I `MaskGAN`, the single-GAN baseline `SingleGAN`) share.
 
-A DCGAN generator and discriminator (`models/components/dcgan.py`) trained by manual
-optimisation: per batch one discriminator step, then one generator step. Lightning's
-`global_step` counts both (2 per batch, PITFALLS.md), so budgets are given in generator
-iterations and the stage configs set `trainer.max_steps` to `${gan_max_steps:<iterations>}`.
+A generator and a discriminator named by `_target_` dicts (`models/components/registry.py`; the
+DCGAN pair of conf/model/_dcgan.yaml, where the network choices are explained), trained by manual
+optimisation: per batch one D step, then one G step, so Lightning's `global_step` counts 2 per
+generator iteration (docs/pitfalls.md) and budgets are given in iterations. D sees real and fake
+through DiffAugment; every sample comes from an EMA copy of the generator in eval mode.
 
-Choices for data sets of ~20 images (DRIVE), all hyperparameters:
-- DiffAugment (Zhao et al. 2020) on real and fake before D in both steps (`diffaugment` policy);
-  colour jitter touches only the first `color_channels` channels (RGB, not a mask channel).
-- An EMA copy of the generator's weights only (`generator_ema`, PITFALLS.md: Lightning's
-  EMAWeightAveraging would average D too); its BatchNorm statistics are copied from the
-  generator. The decay ramps up, min(ema_decay, (1 + t) / (10 + t)), so short runs sample well.
-  Every sample (validation grids, `generate`) comes from the EMA generator in eval mode.
-- Non-saturating (default), hinge or least-squares loss; optional R1.
-- Upsampling and normalisation come from measurements. On the phantom (64 px, batch 8, 2,400
-  iterations) nearest-resize + conv upsampling with a BatchNorm D lost outright (samples a regular
-  grid of dots), while strided transposed convs learned vessel trees: `upsample: transpose`. On DRIVE
-  (quick profile) a spectrally normalised D stayed at chance (D loss ~1.3) and G settled on one
-  periodic vessel texture at 64, 128 and 256 px (pairwise IoU 0.6-0.98 against the real masks' 0.12);
-  a BatchNorm D (`spectral_norm: false`), 512-channel coarse layers (`max_channels`) and the MSGAN
-  mode-seeking term (`mode_seeking: 1.0`) gave varied vessel fragments at 128 px (pairwise IoU 0.17).
-- FOV: not generated. The FOV of every sample is the pixelwise majority of the training FOVs
-  (`set_fov`, a buffer saved in the checkpoint). Fundus cameras give every image the same disc,
-  so learning it would waste capacity and give ragged borders; fixing it makes the FOV exactly
-  binary, identical for masks and images, and lets D ignore the outside (fake and real are both
-  forced to -1 there). Data whose FOVs cover (almost) nothing get the whole square.
+FOV: not generated. Every sample gets the pixelwise majority of the training FOVs (`set_fov`, a
+buffer in the checkpoint): fundus cameras give every image the same disc, so learning it would
+waste capacity and give ragged borders; fixed, it is exactly binary and D can ignore the outside
+(fake and real are both -1 there).
 """
 
 import copy
-from pathlib import Path
 
 import lightning as L
 import numpy as np
 import torch
 
-from synthmed_lightning.callbacks.loss_history import LossHistory
-from synthmed_lightning.callbacks.sample_grids import publish_sample_grid
 from synthmed_lightning.checkpoints import STAGE_KEY
 from synthmed_lightning.metrics.mask_stats import mask_statistics
-from synthmed_lightning.models.components.dcgan import DCGANGenerator, MultiScaleDiscriminator
 from synthmed_lightning.models.components.diffaugment import diff_augment, parse_policy
-from synthmed_lightning.models.components.gan_losses import discriminator_loss, generator_loss
+from synthmed_lightning.models.components.gan_losses import discriminator_loss, generator_loss, mode_seeking_penalty
+from synthmed_lightning.models.components.registry import UnknownNetworkError, build_network
 from synthmed_lightning.models.dp import (DPPlan, attach_per_sample_gradients, make_private_network, private_optimizer,
                                           recording)
-from synthmed_lightning.visualize import image_grid, save_png
+from synthmed_lightning.visualize import image_grid, mask_tile
 
 # Samples generated per forward pass in `generate`: bounds memory at 512 px for any n.
 _GENERATE_CHUNK = 16
-# Grey level of the background outside the FOV in sample grids (vessels 255, background 0).
-_OUTSIDE_FOV_GREY = 48
 
 
 class GANModule(L.LightningModule):
     """Base class: subclasses define `CHANNELS`, `STAGE`, `color_channels`, `_real_batch`, `generate`,
-    `_extra_statistics` and `_tiles`."""
+    `_extra_statistics` and `_tiles`.
+
+    `generator` and `discriminator` are `_target_` dicts (plain, so they are checkpoint
+    hyperparameters); the generator needs `z_dim`, `image_size`, `out_channels` and `sample_noise`
+    (`DCGANGenerator`). The EMA decay ramps up, min(ema_decay, (1 + t) / (10 + t)), so short runs
+    sample well; only the generator is averaged (Lightning's EMAWeightAveraging would average D too).
+    """
 
     CHANNELS = 1
     STAGE = ""
     color_channels = 0
 
-    def __init__(self, z_dim: int = 100, image_size: int = 64, base_channels: int = 64,
-                 d_base_channels: int | None = None, upsample: str = "transpose", spectral_norm: bool = True,
-                 loss: str = "nonsaturating", diffaugment: str = "color,translation,cutout",
-                 ema_decay: float = 0.999, lr: float = 2e-4, d_lr: float | None = None,
-                 betas: tuple[float, float] = (0.5, 0.999), r1_gamma: float = 0.0, grad_clip: float | None = None,
-                 num_samples: int = 16, sample_seed: int = 1234, source_size: list[int] | None = None,
-                 minibatch_std: bool = False, generator_spectral_norm: bool | None = None,
-                 max_channels: int | None = None, d_scales: tuple[int, ...] = (1,), sample_threshold: float = 0.5,
-                 mode_seeking: float = 0.0, privacy: dict | None = None):
+    def __init__(self, generator: dict, discriminator: dict, loss: str = "nonsaturating",
+                 diffaugment: str = "color,translation,cutout", ema_decay: float = 0.999, lr: float = 2e-4,
+                 d_lr: float | None = None, betas: tuple[float, float] = (0.5, 0.999), r1_gamma: float = 0.0,
+                 grad_clip: float | None = None, num_samples: int = 16, sample_seed: int = 1234,
+                 source_size: list[int] | None = None, sample_threshold: float = 0.5, mode_seeking: float = 0.0,
+                 privacy: dict | None = None):
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
         # DP-SGD on the discriminator (privacy=dp, models/dp.py): a resolved DPPlan, set by the stage.
         self.dp_plan = DPPlan(**privacy) if privacy else None
         self._d_hooks = None  # Opacus' per-sample-gradient hooks on D, attached with the optimizers
-        self._build(self.CHANNELS)
+        self._check_settings()
+        self.generator = _build(generator, "generator")
+        self.discriminator = _build(discriminator, "discriminator")
+        self._check_networks()
+        if self.dp_plan is not None:
+            self.discriminator = make_private_network(self.discriminator, "discriminator", self.dp_plan.norm)
+        self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False).eval()
+        size = self.generator.image_size
+        self.register_buffer("fov", torch.ones(1, 1, size, size))
+        self.register_buffer("iterations_done", torch.zeros((), dtype=torch.long))
 
     # ------------------------------------------------------------------ building
-    def _build(self, channels: int) -> None:
+    def _check_settings(self) -> None:
         h = self.hparams
         for key, check in (("diffaugment", parse_policy), ("loss", lambda kind: generator_loss(torch.zeros(1), kind))):
             try:
@@ -88,26 +80,21 @@ class GANModule(L.LightningModule):
             raise ValueError(f"model.ema_decay={h.ema_decay}: must be in [0, 1)")
         if h.num_samples < 2:
             raise ValueError(f"model.num_samples={h.num_samples}: needs at least 2 (pairwise statistics)")
-        self.generator = DCGANGenerator(z_dim=h.z_dim, out_channels=channels, image_size=h.image_size,
-                                        base_channels=h.base_channels, upsample=h.upsample,
-                                        spectral_norm=h.spectral_norm if h.generator_spectral_norm is None
-                                        else h.generator_spectral_norm, max_channels=h.max_channels)
-        try:
-            self.discriminator = MultiScaleDiscriminator(
-                in_channels=channels, image_size=h.image_size, base_channels=h.d_base_channels or h.base_channels,
-                spectral_norm=h.spectral_norm, minibatch_std=h.minibatch_std, max_channels=h.max_channels,
-                scales=tuple(h.d_scales))
-        except ValueError as error:
-            raise ValueError(f"model.d_scales={list(h.d_scales)}: {error}") from None
+
+    def _check_networks(self) -> None:
+        """The networks fit this module's channel layout and each other's image size, and D fits DP-SGD."""
+        g, d, h = self.generator, self.discriminator, self.hparams
+        for role, net, key, expected in (("generator", g, "out_channels", self.CHANNELS),
+                                         ("discriminator", d, "in_channels", self.CHANNELS),
+                                         ("discriminator", d, "image_size", g.image_size)):
+            if getattr(net, key, expected) != expected:
+                raise ValueError(f"model.{role}.{key}={getattr(net, key)}: {type(self).__name__} needs {expected}")
         if self.dp_plan is not None:
-            for key, value in (("spectral_norm", h.spectral_norm), ("minibatch_std", h.minibatch_std),
-                               ("r1_gamma", h.r1_gamma), ("grad_clip", h.grad_clip)):
-                if value:  # each mixes samples or clips in a way DP-SGD's per-sample clipping cannot account
+            # Each mixes samples or clips in a way DP-SGD's per-sample clipping cannot account for.
+            refused = [(f"discriminator.{key}", h.discriminator.get(key)) for key in ("spectral_norm", "minibatch_std")]
+            for key, value in (*refused, ("r1_gamma", h.r1_gamma), ("grad_clip", h.grad_clip)):
+                if value:
                     raise ValueError(f"model.{key}={value}: not possible with privacy=dp")
-            self.discriminator = make_private_network(self.discriminator, "discriminator", self.dp_plan.norm)
-        self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False).eval()
-        self.register_buffer("fov", torch.ones(1, 1, h.image_size, h.image_size))
-        self.register_buffer("iterations_done", torch.zeros((), dtype=torch.long))
 
     def set_fov(self, fov) -> None:
         """The fixed (S, S) {0, 1} FOV every sample gets (see the module docstring)."""
@@ -223,7 +210,7 @@ class GANModule(L.LightningModule):
         if n < 1:
             raise ValueError(f"generate needs n >= 1, got {n}")
         g = torch.Generator(device="cpu").manual_seed(int(seed))
-        z = torch.randn(n, self.hparams.z_dim, generator=g).to(self.fov.device)
+        z = torch.randn(n, self.generator.z_dim, generator=g).to(self.fov.device)
         was_training = self.generator_ema.training
         self.generator_ema.eval()
         out = torch.cat([self.generator_ema(chunk) for chunk in z.split(_GENERATE_CHUNK)])
@@ -276,53 +263,11 @@ class GANModule(L.LightningModule):
         checkpoint[STAGE_KEY] = self.STAGE
 
 
-def mode_seeking_penalty(fake: torch.Tensor, z: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """MSGAN's term (Mao et al. 2019): 1 / (|G(z1) - G(z2)| / |z1 - z2|) over the two halves of a batch.
-
-    Small when different noise gives different samples; it grows as the generator starts to ignore
-    z, which is how Stage I collapsed on DRIVE (every sample the same vessel texture).
-    """
-    half = fake.shape[0] // 2
-    if half == 0:
-        return fake.new_zeros(())
-    image_distance = (fake[:half] - fake[half: 2 * half]).abs().mean()
-    noise_distance = (z[:half] - z[half: 2 * half]).abs().mean()
-    return 1.0 / (image_distance / noise_distance + eps)
-
-
-def mask_tile(mask: np.ndarray, fov: np.ndarray) -> np.ndarray:
-    """uint8 (S, S): vessels white, background black, outside the FOV dark grey."""
-    tile = np.where(fov, 0, _OUTSIDE_FOV_GREY).astype(np.uint8)
-    tile[(mask > 0.5) & fov] = 255
-    return tile
-
-
-def image_tile(image: np.ndarray) -> np.ndarray:
-    """(3, S, S) in [-1, 1] -> uint8 (S, S, 3)."""
-    return np.clip(np.round((image.transpose(1, 2, 0) + 1) * 127.5), 0, 255).astype(np.uint8)
-
-
-class SampleGridWriter(L.Callback):
-    """Writes each validation's fixed-noise sample grid to `<out_dir>/step_<iteration>.png` and
-    `latest.png` (iteration = generator iterations), the real training items once to `real.png`,
-    and logs the grid to the image loggers (W&B, TensorBoard). Rank 0 only."""
-
-    def __init__(self, out_dir: str | Path):
-        self.out_dir = Path(out_dir)
-
-    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        if not trainer.is_global_zero or not outputs or "grids" not in outputs:
-            return
-        iteration = outputs["iteration"]
-        publish_sample_grid(trainer, self.out_dir, iteration, outputs["grids"]["samples"], f"iteration {iteration}")
-        if not (self.out_dir / "real.png").is_file():
-            save_png(self.out_dir / "real.png", outputs["grids"]["real"])
-
-
-class GANLossHistory(LossHistory):
-    """`LossHistory` for one of several losses: a distinct state key per monitored value, so
-    two of them (G and D) can live in one Trainer and resume from a checkpoint."""
-
-    @property
-    def state_key(self) -> str:
-        return self._generate_state_key(monitor=self.monitor)
+def _build(spec: dict, role: str) -> torch.nn.Module:
+    """`build_network`, its errors named by their config path (model.generator: ...)."""
+    try:
+        return build_network(spec, role)
+    except UnknownNetworkError:
+        raise  # already names the setting; restore_module refuses such checkpoints by this type
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"model.{role}: {error}") from None

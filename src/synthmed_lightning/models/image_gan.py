@@ -26,6 +26,7 @@ from synthmed_lightning.models.components.gan_losses import LOSS_KINDS, discrimi
 from synthmed_lightning.models.components.registry import build_network
 from synthmed_lightning.models.dp import (DPPlan, attach_per_sample_gradients, make_private_network,
                                           prepare_noise_only_step, private_optimizer, recording)
+from synthmed_lightning.visualize import to_uint8
 
 
 def condition(mask: torch.Tensor, fov: torch.Tensor) -> torch.Tensor:
@@ -36,12 +37,6 @@ def condition(mask: torch.Tensor, fov: torch.Tensor) -> torch.Tensor:
 def composite(image: torch.Tensor, fov: torch.Tensor) -> torch.Tensor:
     """Black (-1) outside the FOV, the image inside it."""
     return image * fov - (1.0 - fov)
-
-
-def to_uint8(image: torch.Tensor) -> np.ndarray:
-    """(C, H, W) in [-1, 1] -> (H, W, C) uint8, or (H, W) for one channel."""
-    array = ((image.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte().numpy()
-    return array[0] if array.shape[0] == 1 else array.transpose(1, 2, 0)
 
 
 class ImageGAN(L.LightningModule):

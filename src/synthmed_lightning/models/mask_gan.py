@@ -1,8 +1,8 @@
 """Stage I (Guibas et al. 2017): a DCGAN from noise to a binary vessel mask with its FOV.
 
 The generator has one output channel, the mask in [-1, 1] (vessel > 0); the FOV is the fixed
-majority FOV of the training data (see `gan_base`). Everything shared with the single-GAN
-baseline (manual D/G steps, DiffAugment, EMA generator, sample statistics) is in `GANModule`.
+majority FOV of the training data. Everything shared with the single-GAN baseline (manual D/G
+steps, DiffAugment, EMA generator, sample statistics) is in `GANModule` (`gan_base.py`).
 """
 
 import torch
@@ -11,7 +11,7 @@ from synthmed_lightning.models.gan_base import GANModule
 
 
 class MaskGAN(GANModule):
-    """Noise z (z_dim) -> (1, S, S) vessel mask, S = `image_size` (32..512, a power of two).
+    """Noise z (generator.z_dim) -> (1, S, S) vessel mask, S = generator.image_size (32..512, a power of two).
 
     `generate(n, seed)` is the API the synthetic-dataset export uses. `source_size` is the
     (height, width) of the training images (median), the size a square sample maps back to

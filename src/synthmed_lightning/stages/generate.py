@@ -21,8 +21,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from synthmed_lightning.checkpoints import load_module
 from synthmed_lightning.data.appearance import AppearanceModel, transfer_colour
@@ -30,8 +28,9 @@ from synthmed_lightning.data.mask_data import from_square
 from synthmed_lightning.data.sample import fov_diameter
 from synthmed_lightning.errors import ConfigError
 from synthmed_lightning.export import DatasetWriter, sha256_file
-from synthmed_lightning.stages.common import run_dir, to_primitive, write_json
-from synthmed_lightning.visualize import image_grid, save_png
+from synthmed_lightning.stages.common import run_dir
+from synthmed_lightning.utils import pick_device, progress_bar, resolved_config, write_json
+from synthmed_lightning.visualize import image_grid, save_png, to_uint8
 
 log = logging.getLogger(__name__)
 
@@ -48,30 +47,6 @@ APPEARANCE_MODES = ("colour", "colour_contrast", "painted")
 def sample_seed(seed: int, index: int) -> int:
     """The seed of sample `index` of an export with `seed`: independent streams per sample."""
     return int(np.random.SeedSequence([int(seed) % 2**63, int(index)]).generate_state(1)[0])
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"device={name}: expected auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device={name}: no CUDA device here (use device=cpu or auto)")
-    return device
-
-
-def progress_bar(description: str) -> Progress:
-    return Progress(TextColumn(description), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    console=Console(stderr=True))
-
-
-def resolved_config(cfg: DictConfig) -> dict:
-    try:
-        return to_primitive(cfg)
-    except Exception:  # an interpolation that only resolves inside a Hydra app (paths.output_dir)
-        return OmegaConf.to_container(cfg, resolve=False)
 
 
 class DualGenerator:
@@ -106,7 +81,7 @@ class DualGenerator:
         fov = np.stack(fovs)
         mask = np.stack(masks) & fov
         as_tensor = lambda a: torch.from_numpy(a.astype(np.float32))[:, None]  # noqa: E731
-        images = [_rgb(image) for image in self.image_gan.paint(as_tensor(mask), as_tensor(fov))]
+        images = [to_uint8(image) for image in self.image_gan.paint(as_tensor(mask), as_tensor(fov))]
         if self.appearance is not None:  # pix2pix paints one appearance: give each image its own
             images = [transfer_colour(image, f, self.appearance.sample(seed), self.contrast)
                       for image, f, seed in zip(images, fov, seeds)]
@@ -119,20 +94,20 @@ class SingleGenerator:
     mode = "single"
 
     def __init__(self, single_ckpt: str, device: torch.device):
-        from synthmed_lightning.models.joint_gan import JointGAN
+        from synthmed_lightning.models.single_gan import SingleGAN
 
-        self.joint_gan = load_module(JointGAN, single_ckpt, "single").to(device).eval()
+        self.single_gan = load_module(SingleGAN, single_ckpt, "single").to(device).eval()
         self.checkpoints = {"single": single_ckpt}
-        self.source_size = self.joint_gan.hparams.get("source_size")
+        self.source_size = self.single_gan.hparams.get("source_size")
         self.train_fov_diameter = None
 
     def __call__(self, seeds: list[int], height: int, width: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         out = []
         for seed in seeds:
-            sample = self.joint_gan.generate(1, seed)
+            sample = self.single_gan.generate(1, seed)
             fov = from_square(_binary(sample["fov"]), height, width, binary=True)
             mask = from_square(_binary(sample["mask"]), height, width, binary=True) & fov
-            image = from_square(_rgb(sample["image"][0]), height, width, binary=False)
+            image = from_square(to_uint8(sample["image"][0]), height, width, binary=False)
             out.append((image * fov[..., None], mask, fov))
         return out
 
@@ -140,11 +115,6 @@ class SingleGenerator:
 def _binary(tensor: torch.Tensor) -> np.ndarray:
     """(1, 1, S, S) float {0, 1} -> (S, S) uint8 {0, 1}."""
     return (tensor[0, 0].detach().float().cpu().numpy() > 0.5).astype(np.uint8)
-
-
-def _rgb(image: torch.Tensor) -> np.ndarray:
-    """(3, H, W) in [-1, 1] -> (H, W, 3) uint8."""
-    return ((image.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte().numpy().transpose(1, 2, 0).copy()
 
 
 def build_generator(cfg: DictConfig, device: torch.device):

@@ -8,44 +8,19 @@ with the `gan_max_steps` resolver, as Stage I does. Under DDP the GAN needs the
 """
 
 import time
-from pathlib import Path
 
-import cv2
 import lightning as L
 from omegaconf import DictConfig
 
 from synthmed_lightning.callbacks.loss_history import LossHistory
+from synthmed_lightning.callbacks.sample_grids import PaintingGridWriter
 from synthmed_lightning.callbacks.step_timer import step_timing
-from synthmed_lightning.callbacks.sample_grids import publish_sample_grid
 from synthmed_lightning.data.appearance import AppearanceModel
 from synthmed_lightning.data.transforms import resize_sample
 from synthmed_lightning.errors import ConfigError
 from synthmed_lightning.models.dp import pix2pix_sensitivity
 from synthmed_lightning.stages.common import (build_datamodule, build_trainer, finish_loggers, fit, gan_strategy,
                                               instantiate_primitive, plan_privacy, run_dir, write_json)
-from synthmed_lightning.visualize import image_grid
-
-
-class SampleGridWriter(L.Callback):
-    """After each validation: `<out_dir>/step_XXXXXX.png` (XXXXXX = generator steps) and `latest.png`,
-    one row per validation image: mask | generated | real. Rank 0 only; also sent to image loggers."""
-
-    def __init__(self, out_dir: str | Path, max_rows: int = 4, max_side: int = 512):
-        self.out_dir = Path(out_dir)
-        self.max_rows = max_rows
-        self.max_side = max_side
-
-    def on_validation_epoch_end(self, trainer, pl_module) -> None:
-        rows = pl_module.val_samples[: self.max_rows]
-        if not rows or not trainer.is_global_zero or trainer.sanity_checking:
-            return
-        h, w = rows[0][0].shape[:2]
-        scale = min(1.0, self.max_side / max(h, w))
-        size = (max(1, round(w * scale)), max(1, round(h * scale)))
-        tiles = [cv2.resize(tile, size, interpolation=cv2.INTER_AREA) if tile.shape[:2] != size[::-1] else tile
-                 for row in rows for tile in row]
-        publish_sample_grid(trainer, self.out_dir, pl_module.generator_steps, image_grid(tiles, columns=3),
-                            "mask | generated | real")
 
 
 def check_image_config(cfg: DictConfig) -> None:
@@ -81,7 +56,7 @@ def run_image(cfg: DictConfig) -> dict:
     except ValueError as error:  # an unknown loss, a bad dropout or depth, ...
         raise ConfigError(f"model: {str(error).splitlines()[0]}") from None
     loss_history = LossHistory(monitor="train/l1")
-    trainer = build_trainer(cfg, callbacks=[loss_history, SampleGridWriter(out / "samples")],
+    trainer = build_trainer(cfg, callbacks=[loss_history, PaintingGridWriter(out / "samples")],
                             strategy=gan_strategy(cfg.trainer))
     resumed_from = fit(trainer, model, datamodule, cfg)
     fit_seconds = time.perf_counter() - start

@@ -13,10 +13,12 @@ import time
 import lightning as L
 from omegaconf import DictConfig
 
+from synthmed_lightning.callbacks.loss_history import GANLossHistory
+from synthmed_lightning.callbacks.sample_grids import NoiseSampleGridWriter
 from synthmed_lightning.callbacks.step_timer import step_timing
 from synthmed_lightning.data.mask_data import MaskDataModule, check_image_size
 from synthmed_lightning.errors import ConfigError
-from synthmed_lightning.models.gan_base import GANLossHistory, GANModule, SampleGridWriter
+from synthmed_lightning.models.gan_base import GANModule
 from synthmed_lightning.models.mask_gan import MaskGAN
 from synthmed_lightning.stages.common import (build_datamodule, build_trainer, finish_loggers, fit, gan_strategy,
                                               instantiate_primitive, plan_privacy, run_dir, scalar_metrics,
@@ -36,9 +38,10 @@ def train_gan(cfg: DictConfig, module_class: type[GANModule]) -> dict:
         raise ConfigError(f"stage={cfg.stage} needs data._target_=synthmed_lightning.data.mask_data.MaskDataModule, "
                           f"got {type(datamodule).__name__}")
     datamodule.prepare()
-    check_image_size(cfg.model.get("image_size"), "model.image_size")
-    if cfg.model.image_size != datamodule.image_size:
-        raise ConfigError(f"model.image_size={cfg.model.image_size} differs from data.image_size={datamodule.image_size}")
+    check_image_size(cfg.model.generator.get("image_size"), "model.generator.image_size")
+    if cfg.model.generator.image_size != datamodule.image_size:
+        raise ConfigError(f"model.generator.image_size={cfg.model.generator.image_size} differs from "
+                          f"data.image_size={datamodule.image_size}")
     privacy = plan_privacy(cfg, datamodule, images=len(datamodule.masks))
     try:
         threshold = datamodule.mask_threshold if datamodule.soft_masks else 0.5
@@ -52,7 +55,7 @@ def train_gan(cfg: DictConfig, module_class: type[GANModule]) -> dict:
     init_stats = model.sample_statistics(datamodule.reference(), prefix="init/")
 
     histories = [GANLossHistory("train/g_loss"), GANLossHistory("train/d_loss")]
-    trainer = build_trainer(cfg, callbacks=[*histories, SampleGridWriter(out / "samples")],
+    trainer = build_trainer(cfg, callbacks=[*histories, NoiseSampleGridWriter(out / "samples")],
                             strategy=gan_strategy(cfg.trainer))
     fit_start = time.perf_counter()
     resumed_from = fit(trainer, model, datamodule, cfg)

@@ -6,9 +6,9 @@ at a budget comparable to Stage I + Stage II (`profile.single.iterations`).
 
 from omegaconf import DictConfig
 
-from synthmed_lightning.models.joint_gan import JointGAN
+from synthmed_lightning.models.single_gan import SingleGAN
 from synthmed_lightning.stages.mask import train_gan
 
 
 def run_single(cfg: DictConfig) -> dict:
-    return train_gan(cfg, JointGAN)
+    return train_gan(cfg, SingleGAN)

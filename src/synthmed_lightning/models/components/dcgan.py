@@ -251,6 +251,7 @@ class MultiScaleDiscriminator(nn.Module):
         if not scales or len(set(scales)) != len(scales) or any(s < 1 or image_size % s for s in scales):
             raise ValueError(f"scales must be distinct divisors of image_size={image_size}, got {list(scales)}")
         self.scales = scales
+        self.in_channels = in_channels
         self.image_size = image_size
         self.discriminators = nn.ModuleList(
             DCGANDiscriminator(in_channels, image_size // s, base_channels, spectral_norm, minibatch_std, max_channels)

@@ -1,18 +1,19 @@
-"""The single-GAN baseline: one DCGAN from noise straight to an image *and* its vessel mask.
+"""The single-GAN baseline (stage=single): one DCGAN from noise straight to an image *and* its vessel mask.
 
 Guibas et al. (2017) compare their two-stage pipeline with one GAN from noise to an image; to
-train a segmenter on its output (SPEC.md) it must also produce the mask, so the generator has
-4 channels, RGB + mask, all in [-1, 1]. The FOV is handled as in Stage I: the fixed majority FOV
-of the training data, black image and background mask outside it.
+train a segmenter on its output it must also produce the mask, so the generator has 4 channels,
+RGB + mask, all in [-1, 1]. The FOV is handled as in Stage I: the fixed majority FOV of the
+training data, black image and background mask outside it.
 """
 
 import numpy as np
 import torch
 
-from synthmed_lightning.models.gan_base import GANModule, image_tile, mask_tile
+from synthmed_lightning.models.gan_base import GANModule
+from synthmed_lightning.visualize import mask_tile, to_uint8
 
 
-class JointGAN(GANModule):
+class SingleGAN(GANModule):
     """Noise z -> (4, S, S): channels 0-2 the RGB image, channel 3 the vessel mask (> 0)."""
 
     CHANNELS = 4  # generator output channels
@@ -48,7 +49,7 @@ class JointGAN(GANModule):
 
     def _tiles(self, samples: dict[str, torch.Tensor], fov: np.ndarray) -> list[np.ndarray]:
         """Each sample as image | mask side by side."""
-        images = samples["image"].float().cpu().numpy()
+        images = samples["image"].float().cpu()
         masks = samples["mask"].cpu().numpy()[:, 0]
-        return [np.concatenate([image_tile(im), np.repeat(mask_tile(m, fov)[..., None], 3, axis=2)], axis=1)
+        return [np.concatenate([to_uint8(im), np.repeat(mask_tile(m, fov)[..., None], 3, axis=2)], axis=1)
                 for im, m in zip(images, masks)]

@@ -6,7 +6,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from conftest import assert_ok, assert_one_line_error, run_cli, smoke_run
+from helpers import assert_ok, assert_one_line_error, run_cli, smoke_run
 from synthmed_lightning.audit import AuditSettings, flipped_views, run_audit
 from synthmed_lightning.data.readers import read_dataset
 from synthmed_lightning.errors import ConfigError

@@ -7,7 +7,7 @@ import random
 import pytest
 import torch
 
-from conftest import SMOKE, assert_one_line_error, run_cli
+from helpers import SMOKE, assert_one_line_error, run_cli
 from synthmed_lightning.checkpoints import load_checkpoint, load_module, restore_module
 from synthmed_lightning.errors import CheckpointError
 from synthmed_lightning.models.image_gan import ImageGAN

@@ -1,4 +1,4 @@
-"""Bad input (SPEC item 6): one `error:` line naming the file or setting, exit != 0, no traceback,
+"""Bad input (docs/design.md): one `error:` line naming the file or setting, exit != 0, no traceback,
 and nothing already written is damaged."""
 
 import json
@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import SMOKE, assert_one_line_error, run_cli
+from helpers import SMOKE, assert_one_line_error, run_cli
 
 
 def test_unknown_stage():
@@ -178,7 +178,7 @@ def test_unwritable_output_folder_is_named(tmp_path, segment_run):
     (("stage=segment", "seed=null"), "seed=None"),
 ])
 def test_bad_budgets_and_seeds_are_refused_before_running(overrides, fragment):
-    from conftest import compose_config
+    from helpers import compose_config
     from synthmed_lightning.config import validate
     from synthmed_lightning.errors import ConfigError
 
@@ -192,7 +192,7 @@ def test_bad_budgets_and_seeds_are_refused_before_running(overrides, fragment):
     ("stage=generate", "num_samples=1", "out_dir=x", "single_ckpt=x"),  # trainer.max_steps=-1: not a training stage
 ])
 def test_good_budgets_and_seeds_pass(overrides):
-    from conftest import compose_config
+    from helpers import compose_config
     from synthmed_lightning.config import validate
 
     validate(compose_config(*SMOKE, *overrides))

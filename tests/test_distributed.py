@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import PROJECT_ROOT, SMOKE, assert_ok, compose_config, run_cli
+from helpers import PROJECT_ROOT, SMOKE, assert_ok, compose_config, run_cli
 from synthmed_lightning.checkpoints import load_checkpoint
 
 

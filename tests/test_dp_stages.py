@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SMOKE, assert_ok, assert_one_line_error, run_cli
+from helpers import SMOKE, assert_ok, assert_one_line_error, run_cli
 from synthmed_lightning.models.dp import epsilon_spent, pix2pix_sensitivity
 
 pytest.importorskip("opacus")

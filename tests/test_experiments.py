@@ -3,7 +3,7 @@
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import compose_config
+from helpers import compose_config
 from synthmed_lightning.config import group_options
 
 

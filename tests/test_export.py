@@ -1,4 +1,4 @@
-"""The synthetic dataset writer (export.py) and stage=generate end to end (SPEC.md contract 4)."""
+"""The synthetic dataset writer (export.py) and stage=generate end to end (the export contract of docs/design.md)."""
 
 import errno
 import json
@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import PROJECT_ROOT, assert_ok, assert_one_line_error, run_cli, smoke_run
+from helpers import PROJECT_ROOT, assert_ok, assert_one_line_error, run_cli, smoke_run
 from synthmed_lightning import export
 from synthmed_lightning.data.readers import read_dataset
 from synthmed_lightning.errors import ConfigError, DataError

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import SMOKE, assert_one_line_error, run_cli
+from helpers import SMOKE, assert_one_line_error, run_cli
 from synthmed_lightning.data.readers import read_dataset
 from synthmed_lightning.errors import UserError
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import smoke_run
+from helpers import smoke_run
 from synthmed_lightning.checkpoints import load_checkpoint, restore_module
 from synthmed_lightning.models.image_gan import ImageGAN
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SMOKE, assert_ok, compose_config, run_cli, smoke_run
+from helpers import SMOKE, assert_ok, compose_config, run_cli, smoke_run
 from synthmed_lightning.checkpoints import load_checkpoint, restore_module
 from synthmed_lightning.data.mask_data import MaskDataModule, from_square, square_resize_binary, to_square
 from synthmed_lightning.data.readers import read_dataset

@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from conftest import PROJECT_ROOT
+from helpers import PROJECT_ROOT
 
 
 def test_wheel_ships_configs_and_runs_elsewhere(tmp_path):

@@ -10,7 +10,7 @@ from functools import cache
 import pytest
 from omegaconf import DictConfig, OmegaConf
 
-from conftest import compose_config
+from helpers import compose_config
 from synthmed_lightning.config import group_options
 
 PROFILES = group_options("profile")

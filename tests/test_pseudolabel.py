@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import assert_ok, run_cli
+from helpers import assert_ok, run_cli
 from synthmed_lightning.data.phantom import make_phantom_dataset
 from synthmed_lightning.data.readers import read_dataset
 from synthmed_lightning.export import read_manifest, sha256_file, verify_manifest

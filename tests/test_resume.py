@@ -12,7 +12,7 @@ import lightning as L
 import pytest
 import torch
 
-from conftest import PROJECT_ROOT, SMOKE, assert_ok, assert_one_line_error, run_cli
+from helpers import PROJECT_ROOT, SMOKE, assert_ok, assert_one_line_error, run_cli
 from synthmed_lightning.callbacks.finite_guard import FiniteGuard
 from synthmed_lightning.checkpoints import load_checkpoint
 from synthmed_lightning.errors import TrainingError

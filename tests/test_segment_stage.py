@@ -7,7 +7,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import SMOKE, assert_ok, run_cli
+from helpers import SMOKE, assert_ok, run_cli
 from synthmed_lightning.checkpoints import load_checkpoint, restore_module
 from synthmed_lightning.models.segmenter import Segmenter
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import assert_one_line_error, run_cli, smoke_run
+from helpers import assert_one_line_error, run_cli, smoke_run
 from synthmed_lightning.checkpoints import load_checkpoint, restore_module
 from synthmed_lightning.errors import CheckpointError
 from synthmed_lightning.models.single_gan import SingleGAN

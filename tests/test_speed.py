@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from conftest import SMOKE, assert_ok, assert_one_line_error, compose_config, run_cli
+from helpers import SMOKE, assert_ok, assert_one_line_error, compose_config, run_cli
 from synthmed_lightning.checkpoints import load_checkpoint, restore_module
 from synthmed_lightning.models.image_gan import ImageGAN
 from synthmed_lightning.models.segmenter import Segmenter

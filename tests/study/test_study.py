@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PROJECT_ROOT, SMOKE, assert_ok, assert_one_line_error, run_cli
+from helpers import PROJECT_ROOT, SMOKE, assert_ok, assert_one_line_error, run_cli
 
 CONDITIONS = ("real", "dual_gan", "single_gan", "real_plus_dual_gan")
 

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import PROJECT_ROOT, SMOKE, assert_one_line_error, compose_config, run_cli
+from helpers import PROJECT_ROOT, SMOKE, assert_one_line_error, compose_config, run_cli
 from synthmed_lightning.errors import ConfigError
 from synthmed_lightning.stages.study import _check_identity, build_plan, run_study, study_identity
 from synthmed_lightning.study.lock import LOCK_NAME, study_lock

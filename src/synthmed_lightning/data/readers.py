@@ -1,6 +1,6 @@
 """Readers for the dataset layouts users bring. Each returns a list of `Sample` for a split.
 
-Layouts (see SPEC.md):
+Layouts (docs/design.md describes them):
 - drive:   root/{training,test}/images/NN_{training,test}.tif, root/*/1st_manual/NN_manual1.gif,
            root/*/mask/NN_{training,test}_mask.gif (test also has 2nd_manual/NN_manual2.gif).
 - chase:   root/Image_01L.jpg + root/Image_01L_1stHO.png (+ _2ndHO.png); FOV derived from the image.

@@ -1,6 +1,6 @@
 """How close a synthetic image set is to a real one, as distributions.
 
-Two numbers, because neither is enough alone (SPEC.md):
+Two numbers, because neither is enough alone (docs/design.md, "what the paper leaves open"):
 
 * `intensity_kl`: the paper's measure. Per-channel 256-bin intensity histograms inside the FOV,
   pooled over a dataset, add-one smoothed, KL(real || other) summed over the channels. It sees

@@ -1,7 +1,7 @@
 """Vessel segmentation scores computed only inside the field of view (FOV).
 
 The retinal-vessel literature scores pixels inside the FOV mask. The paper's "F1" is not
-defined further, so we report both readings (see SPEC.md):
+defined further, so we report both readings (docs/design.md):
 - f1_vessel: F1 of the vessel class (the literature standard, DRIVE U-Net ~0.81);
 - f1_macro: mean of the vessel-class and background-class F1.
 """

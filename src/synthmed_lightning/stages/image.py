@@ -3,24 +3,20 @@
 Budget: `profile.image.iterations` generator iterations (batches; one D and one G step each).
 Lightning's `trainer.max_steps` counts optimizer steps, so the stage config sets it to twice that
 with the `gan_max_steps` resolver, as Stage I does. Under DDP the GAN needs the
-`*_find_unused_parameters_true` strategies (PITFALLS.md: D's step leaves G without gradients):
-`gan_strategy` switches a plain `ddp` to it. Files (samples, metrics.json) are written by rank 0.
+`*_find_unused_parameters_true` strategies (docs/pitfalls.md: D's step leaves G without gradients):
+`train_stage` picks them. Files (samples, metrics.json) are written by rank 0.
 """
 
-import time
-
-import lightning as L
 from omegaconf import DictConfig
 
 from synthmed_lightning.callbacks.loss_history import LossHistory
 from synthmed_lightning.callbacks.sample_grids import PaintingGridWriter
-from synthmed_lightning.callbacks.step_timer import step_timing
 from synthmed_lightning.data.appearance import AppearanceModel
 from synthmed_lightning.data.transforms import resize_sample
 from synthmed_lightning.errors import ConfigError
 from synthmed_lightning.models.dp import pix2pix_sensitivity
-from synthmed_lightning.stages.common import (build_datamodule, build_trainer, finish_loggers, fit, gan_strategy,
-                                              instantiate_primitive, plan_privacy, run_dir, write_json)
+from synthmed_lightning.stages.common import build_datamodule, plan_privacy, run_dir
+from synthmed_lightning.stages.training import TrainingStage, train_stage
 
 
 def check_image_config(cfg: DictConfig) -> None:
@@ -33,48 +29,50 @@ def check_image_config(cfg: DictConfig) -> None:
         raise ConfigError("stage=image needs data.val_count >= 1 (validation images for val/l1 and the sample grid)")
 
 
+class ImageStage(TrainingStage):
+    """pix2pix on random patches of the training images, validated on whole held-out images."""
+
+    gan = True
+
+    def __init__(self):
+        self.loss_history = LossHistory(monitor="train/l1")
+
+    def check(self, cfg: DictConfig) -> None:
+        check_image_config(cfg)
+
+    def datamodule(self, cfg: DictConfig):
+        datamodule = build_datamodule(cfg)
+        datamodule.setup("fit")
+        if datamodule.fov_diameter:
+            # Training patches come from images resampled to data.fov_diameter; paint the validation
+            # images at that scale too (the segmenter's evaluation maps back to native size, pix2pix need not).
+            datamodule.val_samples = [resize_sample(s, datamodule.fov_diameter / s.fov_diameter)
+                                      for s in datamodule.val_samples]
+        if datamodule.extra_sources and cfg.privacy.mode != "none":
+            raise ConfigError("privacy=dp trains on the dataset's own training images: remove data.extra_train")
+        return datamodule
+
+    def model_arguments(self, cfg: DictConfig, datamodule) -> dict:
+        # The training images' colour statistics, for `generate appearance=colour` (data/appearance.py).
+        train = datamodule.train_samples
+        appearance = AppearanceModel.fit([s.image for s in train], [s.fov for s in train])
+        privacy = plan_privacy(cfg, datamodule, images=len(train), sensitivity=pix2pix_sensitivity())
+        return {"train_fov_diameter": datamodule.train_fov_diameter, "appearance": appearance.to_dict(),
+                "privacy": privacy}
+
+    def callbacks(self, cfg: DictConfig, model) -> list:
+        return [self.loss_history, PaintingGridWriter(run_dir(cfg) / "samples")]
+
+    def evaluate(self, trainer, model, datamodule) -> dict:
+        # A final validation at the last step (max_steps may stop mid-epoch): val/l1 and the grid of the final model.
+        results = trainer.validate(model, datamodule=datamodule, verbose=False)
+        return {
+            "val/l1": float(results[0]["val/l1"]) if results else float("nan"),
+            **self.loss_history.summary(),
+            **model.privacy_spent(),
+            "train/iterations": model.generator_steps,
+        }
+
+
 def run_image(cfg: DictConfig) -> dict:
-    start = time.perf_counter()
-    check_image_config(cfg)
-    L.seed_everything(cfg.seed, workers=True)
-    out = run_dir(cfg)
-    datamodule = build_datamodule(cfg)
-    datamodule.setup("fit")
-    if datamodule.fov_diameter:
-        # Training patches come from images resampled to data.fov_diameter; paint the validation
-        # images at that scale too (the segmenter's evaluation maps back to native size, pix2pix need not).
-        datamodule.val_samples = [resize_sample(s, datamodule.fov_diameter / s.fov_diameter) for s in datamodule.val_samples]
-    # The training images' colour statistics, for `generate appearance=colour` (data/appearance.py).
-    train = datamodule.train_samples
-    appearance = AppearanceModel.fit([s.image for s in train], [s.fov for s in train])
-    if datamodule.extra_sources and cfg.privacy.mode != "none":
-        raise ConfigError("privacy=dp trains on the dataset's own training images: remove data.extra_train")
-    privacy = plan_privacy(cfg, datamodule, images=len(train), sensitivity=pix2pix_sensitivity())
-    try:
-        model = instantiate_primitive(cfg.model, train_fov_diameter=datamodule.train_fov_diameter,
-                                      appearance=appearance.to_dict(), privacy=privacy)
-    except ValueError as error:  # an unknown loss, a bad dropout or depth, ...
-        raise ConfigError(f"model: {str(error).splitlines()[0]}") from None
-    loss_history = LossHistory(monitor="train/l1")
-    trainer = build_trainer(cfg, callbacks=[loss_history, PaintingGridWriter(out / "samples")],
-                            strategy=gan_strategy(cfg.trainer))
-    resumed_from = fit(trainer, model, datamodule, cfg)
-    fit_seconds = time.perf_counter() - start
-    # A final validation at the last step (max_steps may stop mid-epoch): val/l1 and the grid of the final model.
-    results = trainer.validate(model, datamodule=datamodule, verbose=False)
-    metrics = {
-        "val/l1": float(results[0]["val/l1"]) if results else float("nan"),
-        **loss_history.summary(),
-        **step_timing(trainer),
-        **model.privacy_spent(),
-        "train/iterations": model.generator_steps,
-        "train/steps": trainer.global_step,
-        "train/resumed_from_step": resumed_from,
-        "time/fit_s": fit_seconds,
-        "time/s_per_iteration": fit_seconds / max(1, model.generator_steps),
-        "time/total_s": time.perf_counter() - start,
-    }
-    if trainer.is_global_zero:
-        write_json(out / "metrics.json", metrics)
-    finish_loggers()
-    return metrics
+    return train_stage(cfg, ImageStage())

@@ -1,4 +1,4 @@
-"""stage=study: the synthetic-vs-real study end to end (`make reproduce-paper`, SPEC.md item 5).
+"""stage=study: the synthetic-vs-real study end to end (`make reproduce-paper`, docs/design.md).
 
 Plans the steps (`study/plan.py`), runs the unfinished ones as ordinary CLI runs side by side
 (`study/runner.py`), then measures fidelity and writes `<out>/results.json` and `<out>/report.md`

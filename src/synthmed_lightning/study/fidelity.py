@@ -1,7 +1,7 @@
 """Fidelity of the synthetic exports against the real training images (`metrics/distribution.py`).
 
 * KL (the paper's measure) of each export against the real training set, and the control of two
-  disjoint halves of the real training set (SPEC.md: ~0.38 nats on DRIVE) and of training vs test.
+  disjoint halves of the real training set (~0.38 nats on DRIVE) and of training vs test.
 * Fréchet distance in the trained real-data U-Net's bottleneck features, on random tiles inside
   the FOV; every set contributes the same number of images (the distance is biased by N), and
   the control is real training vs real test images.

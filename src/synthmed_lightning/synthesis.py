@@ -1,0 +1,122 @@
+"""Drawing synthetic (image, mask, FOV) samples from trained generators: the dual GAN (Stage I
+masks painted by Stage II) or the single-GAN baseline. `stage=generate` writes what they draw.
+
+Sample i is drawn with a seed derived from (seed, i): the same seed gives the same arrays, and
+sample i does not depend on how many are drawn or in which batches.
+"""
+
+import logging
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from synthmed_lightning.checkpoints import load_module
+from synthmed_lightning.data.appearance import AppearanceModel, transfer_colour
+from synthmed_lightning.data.mask_data import from_square
+from synthmed_lightning.errors import ConfigError
+from synthmed_lightning.models.image_gan import ImageGAN
+from synthmed_lightning.models.mask_gan import MaskGAN
+from synthmed_lightning.models.single_gan import SingleGAN
+from synthmed_lightning.visualize import to_uint8
+
+log = logging.getLogger(__name__)
+
+# The export size when neither the settings nor the checkpoint give one: DRIVE's native size.
+DRIVE_SIZE = (584, 565)
+# dual GAN: each image gets sampled channel means (colour), means and spreads, or pix2pix's own colour.
+APPEARANCE_MODES = ("colour", "colour_contrast", "painted")
+
+
+def sample_seed(seed: int, index: int) -> int:
+    """The seed of sample `index` of an export with `seed`: independent streams per sample."""
+    return int(np.random.SeedSequence([int(seed) % 2**63, int(index)]).generate_state(1)[0])
+
+
+class DualGenerator:
+    """Stage I masks painted by Stage II."""
+
+    mode = "dual"
+
+    def __init__(self, mask_ckpt: str, image_ckpt: str, device: torch.device, appearance: str):
+        self.mask_gan = load_module(MaskGAN, mask_ckpt, "mask").to(device).eval()
+        self.image_gan = load_module(ImageGAN, image_ckpt, "image").to(device).eval()
+        self.checkpoints = {"mask": mask_ckpt, "image": image_ckpt}
+        self.source_size = self.mask_gan.hparams.get("source_size")
+        self.train_fov_diameter = self.image_gan.hparams.get("train_fov_diameter")
+        self.appearance, self.contrast = None, appearance == "colour_contrast"
+        if appearance != "painted":
+            stats = self.image_gan.hparams.get("appearance")
+            if stats:
+                self.appearance = AppearanceModel.from_dict(stats)
+            else:
+                log.warning("%s records no colour statistics (trained before they were kept): every image keeps "
+                            "the painted appearance", image_ckpt)
+
+    def __call__(self, seeds: list[int], height: int, width: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        masks, fovs = [], []
+        for seed in seeds:
+            sample = self.mask_gan.generate(1, seed)
+            masks.append(from_square(_binary(sample["mask"]), height, width, binary=True))
+            fovs.append(from_square(_binary(sample["fov"]), height, width, binary=True))
+        fov = np.stack(fovs)
+        mask = np.stack(masks) & fov
+        as_tensor = lambda a: torch.from_numpy(a.astype(np.float32))[:, None]  # noqa: E731
+        images = [to_uint8(image) for image in self.image_gan.paint(as_tensor(mask), as_tensor(fov))]
+        if self.appearance is not None:  # pix2pix paints one appearance: give each image its own
+            images = [transfer_colour(image, f, self.appearance.sample(seed), self.contrast)
+                      for image, f, seed in zip(images, fov, seeds)]
+        return list(zip(images, mask, fov))
+
+
+class SingleGenerator:
+    """The single-GAN baseline: image and mask from one generator."""
+
+    mode = "single"
+
+    def __init__(self, single_ckpt: str, device: torch.device):
+        self.single_gan = load_module(SingleGAN, single_ckpt, "single").to(device).eval()
+        self.checkpoints = {"single": single_ckpt}
+        self.source_size = self.single_gan.hparams.get("source_size")
+        self.train_fov_diameter = None
+
+    def __call__(self, seeds: list[int], height: int, width: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        out = []
+        for seed in seeds:
+            sample = self.single_gan.generate(1, seed)
+            fov = from_square(_binary(sample["fov"]), height, width, binary=True)
+            mask = from_square(_binary(sample["mask"]), height, width, binary=True) & fov
+            image = from_square(to_uint8(sample["image"][0]), height, width, binary=False)
+            out.append((image * fov[..., None], mask, fov))
+        return out
+
+
+def _binary(tensor: torch.Tensor) -> np.ndarray:
+    """(1, 1, S, S) float {0, 1} -> (S, S) uint8 {0, 1}."""
+    return (tensor[0, 0].detach().float().cpu().numpy() > 0.5).astype(np.uint8)
+
+
+def build_generator(cfg: DictConfig, device: torch.device):
+    dual = [cfg.get("mask_ckpt"), cfg.get("image_ckpt")]
+    single = cfg.get("single_ckpt")
+    if single and any(dual):
+        raise ConfigError("give either mask_ckpt=... image_ckpt=... (dual GAN) or single_ckpt=... (single GAN), not both")
+    if single:
+        return SingleGenerator(str(single), device)
+    if all(dual):
+        return DualGenerator(str(dual[0]), str(dual[1]), device, str(cfg.appearance))
+    if any(dual):
+        missing = "image_ckpt" if dual[0] else "mask_ckpt"
+        raise ConfigError(f"stage=generate with the dual GAN needs {missing}=<checkpoint> as well")
+    raise ConfigError("stage=generate needs mask_ckpt=<stage=mask checkpoint> image_ckpt=<stage=image checkpoint>, "
+                      "or single_ckpt=<stage=single checkpoint>")
+
+
+def export_size(cfg: DictConfig, source_size) -> tuple[int, int]:
+    """height/width settings; unset, the native size of the data the generator learned from; else DRIVE's."""
+    default = tuple(int(v) for v in source_size) if source_size else DRIVE_SIZE
+    height = int(cfg.height) if cfg.get("height") is not None else default[0]
+    width = int(cfg.width) if cfg.get("width") is not None else default[1]
+    if height < 16 or width < 16:
+        raise ConfigError(f"height={height} width={width}: the export needs at least 16 x 16 pixels")
+    return height, width

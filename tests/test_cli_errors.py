@@ -201,3 +201,20 @@ def test_good_budgets_and_seeds_pass(overrides):
 def test_negative_seed_is_one_line_on_the_command_line(tmp_path):
     result = run_cli("stage=segment", *SMOKE, "seed=-1", f"hydra.run.dir={tmp_path / 'run'}")
     assert_one_line_error(result, "seed=-1: must be an integer from 0 to 4294967295")
+
+
+def test_logger_none_trains(tmp_path):
+    """`logger=none` (documented) leaves the learning-rate monitor out instead of crashing."""
+    from helpers import assert_ok
+
+    assert_ok(run_cli("stage=segment", "profile=smoke", "logger=none", "trainer.max_steps=4", f"hydra.run.dir={tmp_path}"))
+    assert json.loads((tmp_path / "metrics.json").read_text())["train/steps"] == 4
+
+
+def test_a_trainer_that_cannot_be_built_is_one_line(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: trainer=gpu builds")
+    assert_one_line_error(run_cli("stage=segment", *SMOKE, "trainer=gpu", f"hydra.run.dir={tmp_path}"),
+                          "trainer:", "gpu")

@@ -97,3 +97,31 @@ def test_grid_shows_real_masks(image_run):
     grid = cv2.imread(str(image_run / "samples" / "latest.png"), cv2.IMREAD_GRAYSCALE)
     tile = grid[2: 2 + 96, 2: 2 + 96]
     assert set(np.unique(tile)) <= {0, 255} and (tile == 255).mean() > 0.02
+
+
+def test_stage2_paints_the_real_training_masks(image_run, tmp_path):
+    """`mask_source=real`: the export holds the dataset's own training masks, each painted (with its
+    own colour draw) by Stage II; sample i paints mask i mod N, so 8 samples of 4 masks repeat them."""
+    from helpers import SMOKE, assert_ok, run_cli
+    from synthmed_lightning.data.readers import read_dataset
+    from synthmed_lightning.export import read_manifest
+
+    out = tmp_path / "painted"
+    assert_ok(run_cli("stage=generate", *SMOKE, f"image_ckpt={image_run / 'checkpoints' / 'last.ckpt'}",
+                      "mask_source=real", "num_samples=8", f"out_dir={out}", f"hydra.run.dir={tmp_path / 'run'}"))
+    assert read_manifest(out)["mode"] == "stage2_real_masks"
+    exported = read_dataset({"name": "folder", "root": str(out)}, "train")
+    real = read_dataset(compose_phantom_spec(), "train")
+    for i, sample in enumerate(exported):
+        source = real[i % len(real)]
+        assert np.array_equal(sample.mask > 0, (source.mask > 0) & (source.fov > 0))
+        assert sample.image[sample.fov > 0].std() > 5  # painted, not blank
+    assert not np.array_equal(exported[0].image, exported[len(real)].image)  # same mask, another colour draw
+
+
+def compose_phantom_spec() -> dict:
+    from helpers import compose_config
+    from synthmed_lightning.data.readers import dataset_spec
+
+    data = compose_config("stage=generate", "profile=smoke").data
+    return dataset_spec(data.name, data.get("root"), dict(data.reader))

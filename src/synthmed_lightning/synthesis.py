@@ -14,10 +14,12 @@ from omegaconf import DictConfig
 from synthmed_lightning.checkpoints import load_module
 from synthmed_lightning.data.appearance import AppearanceModel, transfer_colour
 from synthmed_lightning.data.mask_data import from_square
+from synthmed_lightning.data.readers import dataset_spec, read_dataset
 from synthmed_lightning.errors import ConfigError
 from synthmed_lightning.models.image_gan import ImageGAN
 from synthmed_lightning.models.mask_gan import MaskGAN
 from synthmed_lightning.models.single_gan import SingleGAN
+from synthmed_lightning.utils import to_primitive
 from synthmed_lightning.visualize import to_uint8
 
 log = logging.getLogger(__name__)
@@ -26,6 +28,8 @@ log = logging.getLogger(__name__)
 DRIVE_SIZE = (584, 565)
 # dual GAN: each image gets sampled channel means (colour), means and spreads, or pix2pix's own colour.
 APPEARANCE_MODES = ("colour", "colour_contrast", "painted")
+# Where the dual pipeline's masks come from: Stage I, or the real training split (Stage II alone).
+MASK_SOURCES = ("gan", "real")
 
 
 def sample_seed(seed: int, index: int) -> int:
@@ -33,16 +37,13 @@ def sample_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([int(seed) % 2**63, int(index)]).generate_state(1)[0])
 
 
-class DualGenerator:
-    """Stage I masks painted by Stage II."""
+class Painter:
+    """Stage II, with each painting's own global appearance: pix2pix paints one look for every mask,
+    so with `appearance=colour` each image then gets a colour drawn from the training images'
+    statistics kept in the checkpoint (`data/appearance.py`)."""
 
-    mode = "dual"
-
-    def __init__(self, mask_ckpt: str, image_ckpt: str, device: torch.device, appearance: str):
-        self.mask_gan = load_module(MaskGAN, mask_ckpt, "mask").to(device).eval()
+    def __init__(self, image_ckpt: str, device: torch.device, appearance: str):
         self.image_gan = load_module(ImageGAN, image_ckpt, "image").to(device).eval()
-        self.checkpoints = {"mask": mask_ckpt, "image": image_ckpt}
-        self.source_size = self.mask_gan.hparams.get("source_size")
         self.train_fov_diameter = self.image_gan.hparams.get("train_fov_diameter")
         self.appearance, self.contrast = None, appearance == "colour_contrast"
         if appearance != "painted":
@@ -53,7 +54,29 @@ class DualGenerator:
                 log.warning("%s records no colour statistics (trained before they were kept): every image keeps "
                             "the painted appearance", image_ckpt)
 
-    def __call__(self, seeds: list[int], height: int, width: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    def __call__(self, mask: np.ndarray, fov: np.ndarray, seeds: list[int]) -> list[np.ndarray]:
+        """RGB uint8 paintings of (n, H, W) uint8 masks inside their FOVs, one appearance per seed."""
+        as_tensor = lambda a: torch.from_numpy(a.astype(np.float32))[:, None]  # noqa: E731
+        images = [to_uint8(image) for image in self.image_gan.paint(as_tensor(mask), as_tensor(fov))]
+        if self.appearance is not None:
+            images = [transfer_colour(image, f, self.appearance.sample(seed), self.contrast)
+                      for image, f, seed in zip(images, fov, seeds)]
+        return images
+
+
+class DualGenerator:
+    """Stage I masks painted by Stage II."""
+
+    mode = "dual"
+
+    def __init__(self, mask_ckpt: str, image_ckpt: str, device: torch.device, appearance: str):
+        self.mask_gan = load_module(MaskGAN, mask_ckpt, "mask").to(device).eval()
+        self.painter = Painter(image_ckpt, device, appearance)
+        self.checkpoints = {"mask": mask_ckpt, "image": image_ckpt}
+        self.source_size = self.mask_gan.hparams.get("source_size")
+        self.train_fov_diameter = self.painter.train_fov_diameter
+
+    def __call__(self, indices: range, seeds: list[int], height: int, width: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         masks, fovs = [], []
         for seed in seeds:
             sample = self.mask_gan.generate(1, seed)
@@ -61,12 +84,34 @@ class DualGenerator:
             fovs.append(from_square(_binary(sample["fov"]), height, width, binary=True))
         fov = np.stack(fovs)
         mask = np.stack(masks) & fov
-        as_tensor = lambda a: torch.from_numpy(a.astype(np.float32))[:, None]  # noqa: E731
-        images = [to_uint8(image) for image in self.image_gan.paint(as_tensor(mask), as_tensor(fov))]
-        if self.appearance is not None:  # pix2pix paints one appearance: give each image its own
-            images = [transfer_colour(image, f, self.appearance.sample(seed), self.contrast)
-                      for image, f, seed in zip(images, fov, seeds)]
-        return list(zip(images, mask, fov))
+        return list(zip(self.painter(mask, fov, seeds), mask, fov))
+
+
+class RealMaskPainter:
+    """Stage II painting the real training masks instead of Stage I's: sample i paints mask
+    i mod N with its own appearance draw. Set against the real data and the dual GAN, it splits the
+    synthetic data's cost between the painter and Stage I (the study's `stage2_real_masks`).
+    Its masks are patients' masks: a set for measuring, not for publishing."""
+
+    mode = "stage2_real_masks"
+
+    def __init__(self, image_ckpt: str, real: list, device: torch.device, appearance: str):
+        if not real:
+            raise ConfigError("mask_source=real: the dataset's training split has no masks to paint")
+        self.painter = Painter(image_ckpt, device, appearance)
+        self.real = real
+        self.checkpoints = {"image": image_ckpt}
+        self.source_size = list(real[0].mask.shape)
+        self.train_fov_diameter = self.painter.train_fov_diameter
+
+    def __call__(self, indices: range, seeds: list[int], height: int, width: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        out = []
+        for index, seed in zip(indices, seeds):  # one at a time: real masks may differ in size
+            sample = self.real[index % len(self.real)]
+            fov = (sample.fov > 0).astype(np.uint8)[None]
+            mask = (sample.mask > 0).astype(np.uint8)[None] & fov
+            out.append((self.painter(mask, fov, [seed])[0], mask[0], fov[0]))
+        return out
 
 
 class SingleGenerator:
@@ -80,7 +125,7 @@ class SingleGenerator:
         self.source_size = self.single_gan.hparams.get("source_size")
         self.train_fov_diameter = None
 
-    def __call__(self, seeds: list[int], height: int, width: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    def __call__(self, indices: range, seeds: list[int], height: int, width: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         out = []
         for seed in seeds:
             sample = self.single_gan.generate(1, seed)
@@ -97,10 +142,23 @@ def _binary(tensor: torch.Tensor) -> np.ndarray:
 
 
 def build_generator(cfg: DictConfig, device: torch.device):
+    """The generator `stage=generate`'s settings name: dual GAN, single GAN, or Stage II on real masks."""
     dual = [cfg.get("mask_ckpt"), cfg.get("image_ckpt")]
     single = cfg.get("single_ckpt")
+    source = cfg.get("mask_source", "gan")
+    if source not in MASK_SOURCES:
+        raise ConfigError(f"mask_source={source}: must be one of {', '.join(MASK_SOURCES)}")
     if single and any(dual):
         raise ConfigError("give either mask_ckpt=... image_ckpt=... (dual GAN) or single_ckpt=... (single GAN), not both")
+    if source == "real":
+        if single or dual[0] or not dual[1]:
+            raise ConfigError("mask_source=real paints the dataset's own training masks: give image_ckpt=<stage=image "
+                              "checkpoint> and data=... (no mask_ckpt or single_ckpt)")
+        if cfg.get("height") is not None or cfg.get("width") is not None:
+            raise ConfigError("mask_source=real paints each mask at its native size: leave height and width unset")
+        data = to_primitive(cfg.data)
+        real = read_dataset(dataset_spec(data["name"], data.get("root"), data.get("reader")), "train")
+        return RealMaskPainter(str(dual[1]), real, device, str(cfg.appearance))
     if single:
         return SingleGenerator(str(single), device)
     if all(dual):

@@ -20,7 +20,8 @@ def test_every_condition_gets_its_steps_in_dependency_order(tmp_path):
     steps = _plan(tmp_path).steps()
     names = [s.name for s in steps]
     assert set(names) == {"train_single", "train_mask", "train_image", "segment_real", "generate_dual_gan",
-                          "generate_single_gan", "segment_dual_gan", "segment_single_gan", "segment_real_plus_dual_gan"}
+                          "generate_single_gan", "segment_dual_gan", "segment_single_gan", "segment_real_plus_dual_gan",
+                          "generate_stage2_real_masks", "segment_stage2_real_masks"}
     for step in steps:  # a step comes after the steps it waits for
         assert all(names.index(dep) < names.index(step.name) for dep in step.after)
     by_name = {s.name: s for s in steps}
@@ -30,6 +31,11 @@ def test_every_condition_gets_its_steps_in_dependency_order(tmp_path):
     assert "data=drive" in mixed and "data.extra_train=[{name:'folder'" in mixed
     assert by_name["generate_dual_gan"].output_path(tmp_path) == tmp_path / "synthetic/dual_gan/manifest.json"
     assert f"hydra.run.dir='{tmp_path}/runs/train_mask'" in by_name["train_mask"].arguments
+    # Stage II alone: the study's own Stage II paints the real dataset's training masks.
+    painting = by_name["generate_stage2_real_masks"]
+    assert painting.after == ("train_image",)
+    assert {"mask_source=real", "data=drive", "data.root=/data/DRIVE"} <= set(painting.arguments)
+    assert not any(a.startswith("mask_ckpt=") for a in painting.arguments)
 
 
 def test_only_what_the_conditions_need_and_count_sweeps(tmp_path):
@@ -83,8 +89,24 @@ def test_dp_guarantees_add_up_the_stages_of_each_export(tmp_path):
     metrics("train_mask", **{"privacy/epsilon": 4.0, "privacy/delta": 1e-3})
     metrics("train_image", **{"privacy/epsilon": 6.0, "privacy/delta": 1e-3})
     metrics("train_single", **{"train/iterations": 10})
-    assert dp_guarantees(tmp_path) == {"dual_gan": {"train_mask": {"epsilon": 4.0, "delta": 1e-3},
-                                                    "train_image": {"epsilon": 6.0, "delta": 1e-3},
-                                                    "epsilon_total": 10.0, "delta_total": 2e-3}}
+    guarantees = dp_guarantees(tmp_path)
+    assert guarantees["dual_gan"] == {"train_mask": {"epsilon": 4.0, "delta": 1e-3},
+                                      "train_image": {"epsilon": 6.0, "delta": 1e-3},
+                                      "epsilon_total": 10.0, "delta_total": 2e-3}
+    # Stage II on the real masks publishes real masks: no guarantee, whatever Stage II's.
+    assert guarantees["stage2_real_masks"]["epsilon_total"] is None and set(guarantees) == {"dual_gan", "stage2_real_masks"}
     (tmp_path / "runs" / "train_image" / "metrics.json").write_text("{}")
     assert dp_guarantees(tmp_path)["dual_gan"]["epsilon_total"] is None
+
+
+def test_the_decomposition_splits_the_cost_between_the_stages():
+    from synthmed_lightning.study.report import decomposition
+
+    seg = {"real": {"f1_vessel": 0.82, "specificity": 0.977, "auc": 0.978},
+           "stage2_real_masks": {"f1_vessel": 0.72, "specificity": 0.935, "auc": 0.94},
+           "dual_gan": {"f1_vessel": 0.71, "specificity": 0.931, "auc": 0.938}}
+    costs = decomposition(seg)
+    assert costs["Stage II (the painter)"]["f1_vessel_cost"] == pytest.approx(0.10)
+    assert costs["Stage I (the masks)"]["f1_vessel_cost"] == pytest.approx(0.01)
+    assert costs["Stage I (the masks)"]["specificity_cost"] == pytest.approx(0.004)
+    assert decomposition({"real": seg["real"], "dual_gan": seg["dual_gan"]}) == {}

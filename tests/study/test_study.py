@@ -12,7 +12,7 @@ import pytest
 
 from helpers import PROJECT_ROOT, SMOKE, assert_ok, assert_one_line_error, run_cli
 
-CONDITIONS = ("real", "dual_gan", "single_gan", "real_plus_dual_gan")
+CONDITIONS = ("real", "dual_gan", "single_gan", "real_plus_dual_gan", "stage2_real_masks")
 
 
 def make_reproduce_paper(out: Path, *args: str) -> subprocess.CompletedProcess:
@@ -47,6 +47,7 @@ def test_results_have_every_key_with_finite_values(study):
     assert set(results["frechet"]) >= {"dual_gan", "single_gan", "real_test"}
     assert all(_finite(v) and v >= 0 for v in [*results["kl"].values(), *results["frechet"].values()])
     assert all(_finite(v) and v > 0 for v in results["timing_s"].values())
+    assert set(results["decomposition"]) == {"Stage II (the painter)", "Stage I (the masks)"}
     # The U-Net on real data learned (smoke budget, phantom): well above chance.
     assert results["segmentation"]["real"]["auc"] > 0.8
     report = (study / "report.md").read_text()
@@ -63,7 +64,7 @@ def test_rerun_skips_finished_steps_and_redoes_a_missing_one(study):
     result = make_reproduce_paper(study, "ARGS=logger=wandb run_group=smoke-study")
     assert_ok(result)
     log = result.stdout + result.stderr
-    steps = int(re.search(r": (\d+) steps, ", log).group(1))  # 11: 3 GANs, 2 exports, 4 U-Nets, 2 audits
+    steps = int(re.search(r": (\d+) steps, ", log).group(1))  # 14: 3 GANs, 3 exports, 5 U-Nets, 3 audits
     assert log.count("already done, skipped") == steps - 1 and "segment_single_gan: started" in log
     after = json.loads((study / "results.json").read_text())
     assert after["segmentation"]["real"] == before["segmentation"]["real"]  # not retrained

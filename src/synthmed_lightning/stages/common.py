@@ -5,6 +5,9 @@ import logging
 from pathlib import Path
 
 import lightning as L
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.callbacks import LearningRateMonitor
+from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig
 
@@ -65,10 +68,18 @@ def build_loggers(cfg: DictConfig) -> list:
 
 
 def build_trainer(cfg: DictConfig, callbacks: list | None = None, **overrides) -> L.Trainer:
+    loggers = build_loggers(cfg)
     configured = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None and "_target_" in c]
+    if not loggers:  # logger=none: the learning-rate monitor has nowhere to write (Lightning would refuse it)
+        configured = [c for c in configured if not isinstance(c, LearningRateMonitor)]
     configured.append(speed_options(cfg.get("speed")))
-    return instantiate(cfg.trainer, callbacks=configured + list(callbacks or []), logger=build_loggers(cfg) or False,
-                       **overrides)
+    try:
+        return instantiate(cfg.trainer, callbacks=configured + list(callbacks or []), logger=loggers or False, **overrides)
+    except InstantiationException as error:  # e.g. trainer=gpu on a machine without a GPU
+        cause = error.__cause__ or error
+        if not isinstance(cause, (MisconfigurationException, ValueError, TypeError)):
+            raise
+        raise ConfigError(f"trainer: {str(cause).strip().splitlines()[0]}") from None
 
 
 _DDP_FOR_GANS = {s: f"{s}_find_unused_parameters_true" for s in ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook")}

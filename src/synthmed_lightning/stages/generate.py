@@ -73,7 +73,7 @@ def draw(generator, settings: ExportSettings, height: int, width: int) -> Iterat
         for first in range(0, n, settings.batch_size):
             indices = range(first, min(n, first + settings.batch_size))
             yield from ((i, *sample) for i, sample in
-                        zip(indices, generator([sample_seed(settings.seed, i) for i in indices], height, width)))
+                        zip(indices, generator(indices, [sample_seed(settings.seed, i) for i in indices], height, width)))
             progress.advance(task, len(indices))
 
 

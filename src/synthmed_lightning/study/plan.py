@@ -19,10 +19,18 @@ from pathlib import Path
 # * any other condition (`real`) trains on the real data alone.
 # A synthetic export is measured (KL, Fréchet distance) and audited for privacy whenever some
 # condition of the study trains on it.
-SYNTHETIC = {"dual_gan": ("train_mask", "train_image"), "single_gan": ("train_single",)}
-CONDITIONS = ("real", "dual_gan", "single_gan", "real_plus_dual_gan")
+# `stage2_real_masks` is Stage II painting the real training masks: between `real` and it lies the
+# painter's cost, between it and `dual_gan` Stage I's.
+SYNTHETIC = {"dual_gan": ("train_mask", "train_image"), "single_gan": ("train_single",),
+             "stage2_real_masks": ("train_image",)}
+CONDITIONS = ("real", "dual_gan", "single_gan", "real_plus_dual_gan", "stage2_real_masks")
+# Exports that hold real training data (the real masks): they measure, they are never private.
+HOLDS_REAL_DATA = ("stage2_real_masks",)
+# Extra stage=generate settings of an export (the real-mask painting reads the real dataset too).
+GENERATE_ARGS = {"stage2_real_masks": ("mask_source=real",)}
 # How figures name each synthetic export.
-EXPORT_LABELS = {"dual_gan": "dual GAN (Stage I + Stage II)", "single_gan": "single GAN"}
+EXPORT_LABELS = {"dual_gan": "dual GAN (Stage I + Stage II)", "single_gan": "single GAN",
+                 "stage2_real_masks": "Stage II on the real training masks"}
 REAL_PLUS = "real_plus_"
 # The export that study.synthetic_counts makes again at other sizes (one U-Net each: F1 against count).
 COUNTED = "dual_gan"
@@ -110,6 +118,8 @@ class StudyPlan:
         # train_<stage> hands its generator to stage=generate as <stage>_ckpt=...
         checkpoints = [f"{run.removeprefix('train_')}_ckpt={_hydra_value(str(runs / run / 'checkpoints/last.ckpt'))}"
                        for run in SYNTHETIC[condition]]
+        if condition in GENERATE_ARGS:
+            checkpoints += [*GENERATE_ARGS[condition], *self.real_data_args]
         export = self.export_dir(condition, count)
         suffix = "" if count == self.num_synthetic else f"_n{count}"
         return self._step(f"generate_{condition}{suffix}", "generate",

@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from synthmed_lightning.data.readers import read_dataset
 from synthmed_lightning.metrics.segmentation import METRIC_NAMES
 from synthmed_lightning.study.fidelity import frechet_to_real, kl_to_real
-from synthmed_lightning.study.plan import COUNTED, EXPORT_LABELS, SYNTHETIC, StudyPlan, Step
+from synthmed_lightning.study.plan import COUNTED, EXPORT_LABELS, HOLDS_REAL_DATA, SYNTHETIC, StudyPlan, Step
 from synthmed_lightning.utils import write_json
 from synthmed_lightning.visualize import image_grid, save_png
 
@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 PAPER = {"f1": {"dual_gan": 0.8877, "real": 0.8988}, "kl": {"dual_gan": 4.759, "real_subset": 4.212e-4}}
 # results.json's `ratio_dual_over_real`: f1_vessel of the first condition over the second's (paper: 0.988).
 RATIO = ("ratio_dual_over_real", "dual_gan", "real")
+# Where the synthetic data's cost comes from: each pair (from, to) of conditions differs by one stage.
+DECOMPOSITION = (("Stage II (the painter)", "real", "stage2_real_masks"),
+                 ("Stage I (the masks)", "stage2_real_masks", "dual_gan"))
 _TILE_HEIGHT = 160
 # What results.json keeps of each audit.json (the rest, e.g. the worst cases, stays in the audit's run).
 _PRIVACY_KEYS = ("near_copies", "mia_auc", "feature_encoder", "spaces")
@@ -47,7 +50,8 @@ def dp_guarantees(out: Path) -> dict:
         spent = {run: {"epsilon": m["privacy/epsilon"], "delta": m["privacy/delta"]}
                  for run, m in spent.items() if "privacy/epsilon" in m}
         if spent:
-            private = len(spent) == len(runs)  # a stage without DP leaves the export without a guarantee
+            # A stage without DP, or real data in the export, leaves the export without a guarantee.
+            private = len(spent) == len(runs) and condition not in HOLDS_REAL_DATA
             totals = {f"{key}_total": sum(v[key] for v in spent.values()) if private else None
                       for key in ("epsilon", "delta")}
             guarantees[condition] = {**spent, **totals}
@@ -153,6 +157,16 @@ def count_plot(counts: dict[int, float], path: Path) -> Path:
     return path
 
 
+def decomposition(seg: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Per stage, the f1_vessel, specificity and AUC lost between the two conditions that differ by it."""
+    costs = {}
+    for stage, before, after in DECOMPOSITION:
+        if before in seg and after in seg:
+            costs[stage] = {f"{key}_cost": seg[before][key] - seg[after][key] for key in ("f1_vessel", "specificity", "auc")
+                            if key in seg[before] and key in seg[after]}
+    return costs
+
+
 def _fmt(value) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "–"
@@ -176,6 +190,13 @@ def markdown(results: dict, figures: dict[str, Path], out: Path) -> str:
                      f"{_fmt(o.get('accuracy'))} | – |")
     if results.get("ratio_dual_over_real"):
         lines += ["", f"Ratio dual GAN / real, f1_vessel: **{results['ratio_dual_over_real']:.3f}** (paper: 0.988)."]
+    if results.get("decomposition"):
+        lines += ["", "## Which stage costs what", "", "Each row compares two conditions that differ by one stage "
+                  "(`stage2_real_masks`: Stage II painting the real training masks).", "",
+                  "| stage | f1_vessel lost | specificity lost | AUC lost |", "|---|---|---|---|"]
+        for stage, cost in results["decomposition"].items():
+            lines.append(f"| {stage} | {_fmt(cost.get('f1_vessel_cost'))} | {_fmt(cost.get('specificity_cost'))} | "
+                         f"{_fmt(cost.get('auc_cost'))} |")
     lines += ["", "## Fidelity", "", "| set | KL(real ‖ set), nats | Fréchet (U-Net features) | paper KL |", "|---|---|---|---|"]
     kl, fd = results.get("kl", {}), results.get("frechet", {})
     for name in sorted(set(kl) | set(fd)):
@@ -212,6 +233,8 @@ def write_report(cfg: DictConfig, plan: StudyPlan, steps: list[Step], timing: di
     key, numerator, denominator = RATIO
     if seg.get(denominator, {}).get("f1_vessel") and seg.get(numerator, {}).get("f1_vessel"):
         results[key] = seg[numerator]["f1_vessel"] / seg[denominator]["f1_vessel"]
+    if decomposition(seg):
+        results["decomposition"] = decomposition(seg)
     if plan.real_data["name"] == "drive":
         from synthmed_lightning.metrics.observer import second_observer_scores
 

@@ -48,6 +48,8 @@ def test_results_have_every_key_with_finite_values(study):
     assert all(_finite(v) and v >= 0 for v in [*results["kl"].values(), *results["frechet"].values()])
     assert all(_finite(v) and v > 0 for v in results["timing_s"].values())
     assert set(results["decomposition"]) == {"Stage II (the painter)", "Stage I (the masks)"}
+    fidelity = results["painter_fidelity"]
+    assert set(fidelity) == {"painted", "real"} and all(0 <= v <= 1 for s in fidelity.values() for v in s.values())
     # The U-Net on real data learned (smoke budget, phantom): well above chance.
     assert results["segmentation"]["real"]["auc"] > 0.8
     report = (study / "report.md").read_text()

@@ -5,8 +5,11 @@
 * Fréchet distance in the trained real-data U-Net's bottleneck features, on random tiles inside
   the FOV; every set contributes the same number of images (the distance is biased by N), and
   the control is real training vs real test images.
+* Painter fidelity: whether Stage II's paintings carry the vessels they were given, thin ones
+  included, as the real-data U-Net sees them (`painter_fidelity`).
 """
 
+import cv2
 import numpy as np
 import torch
 
@@ -77,3 +80,54 @@ def frechet_to_real(segment_ckpt: str, real: list[Sample], others: dict[str, lis
     tile = features._tile_size([*real, *[s for v in sets.values() for s in v]])
     reference = features(real, tile)
     return {name: frechet_distance(reference, features(samples, tile)) for name, samples in sets.items() if samples}
+
+
+def thin_vessels(mask: np.ndarray) -> np.ndarray:
+    """The vessel pixels of a binary mask that a 3 x 3 opening removes: vessels at most 2 px wide."""
+    mask = (mask > 0).astype(np.uint8)
+    return (mask > 0) & (cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)) == 0)
+
+
+def vessel_scores(probs: np.ndarray, mask: np.ndarray, fov: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
+    """f1_vessel, specificity, and recall of thin and thick vessel pixels, inside the FOV."""
+    inside, truth = fov > 0, mask > 0
+    predicted = (probs >= threshold) & inside
+    thin = thin_vessels(mask) & inside
+    thick = truth & inside & ~thin
+    tp, fp = np.count_nonzero(predicted & truth), np.count_nonzero(predicted & ~truth)
+    fn, tn = np.count_nonzero(~predicted & truth & inside), np.count_nonzero(~predicted & ~truth & inside)
+    return {"tp": tp, "fp": fp, "fn": fn, "tn": tn, "thin": np.count_nonzero(thin),
+            "thin_found": np.count_nonzero(predicted & thin), "thick": np.count_nonzero(thick),
+            "thick_found": np.count_nonzero(predicted & thick)}
+
+
+def _summary(counts: list[dict]) -> dict[str, float]:
+    total = {key: sum(c[key] for c in counts) for key in counts[0]}
+    return {"f1_vessel": 2 * total["tp"] / max(1, 2 * total["tp"] + total["fp"] + total["fn"]),
+            "specificity": total["tn"] / max(1, total["tn"] + total["fp"]),
+            "recall_thin": total["thin_found"] / max(1, total["thin"]),
+            "recall_thick": total["thick_found"] / max(1, total["thick"])}
+
+
+@torch.no_grad()
+def painter_fidelity(segment_ckpt: str, image_ckpt: str, masks: list[Sample]) -> dict[str, dict[str, float]]:
+    """How well Stage II's paintings carry the vessels they were given. The real-data U-Net
+    segments Stage II's paintings of real masks it never trained on (the test split's) and is scored
+    against the painted mask; the same U-Net on the real photographs of those masks is the reference.
+    Recall is split into thin (<= 2 px) and thick vessels: thin ones are what a painter loses first.
+    Paintings keep pix2pix's own colour (`painted`): this measures the painter, not the colour draws."""
+    from synthmed_lightning.models.segmenter import Segmenter
+    from synthmed_lightning.synthesis import Painter
+
+    model = load_module(Segmenter, segment_ckpt, "segment").eval()
+    prep = dict(model.hparams.preprocess or DEFAULT_PREPROCESS)
+    painter = Painter(image_ckpt, torch.device("cpu"), "painted")
+    scores = {"painted": [], "real": []}
+    for sample in masks:
+        fov, mask = (sample.fov > 0).astype(np.uint8), (sample.mask > 0).astype(np.uint8)
+        painting = painter((mask & fov)[None], fov[None], [0])[0]
+        for name, image in (("painted", painting), ("real", sample.image)):
+            x = torch.from_numpy(to_tensor_layout(preprocess(image, **prep)))[None]
+            probs = model.predict_probabilities(x, sample.fov_diameter)[0, 0].float().numpy()
+            scores[name].append(vessel_scores(probs, mask, fov, float(model.hparams.threshold)))
+    return {name: _summary(counts) for name, counts in scores.items()}

@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 from synthmed_lightning.data.readers import read_dataset
 from synthmed_lightning.metrics.segmentation import METRIC_NAMES
-from synthmed_lightning.study.fidelity import frechet_to_real, kl_to_real
+from synthmed_lightning.study.fidelity import frechet_to_real, kl_to_real, painter_fidelity
 from synthmed_lightning.study.plan import COUNTED, EXPORT_LABELS, HOLDS_REAL_DATA, SYNTHETIC, StudyPlan, Step
 from synthmed_lightning.utils import write_json
 from synthmed_lightning.visualize import image_grid, save_png
@@ -197,6 +197,14 @@ def markdown(results: dict, figures: dict[str, Path], out: Path) -> str:
         for stage, cost in results["decomposition"].items():
             lines.append(f"| {stage} | {_fmt(cost.get('f1_vessel_cost'))} | {_fmt(cost.get('specificity_cost'))} | "
                          f"{_fmt(cost.get('auc_cost'))} |")
+    if results.get("painter_fidelity"):
+        lines += ["", "## Does Stage II paint the vessels it is given?", "",
+                  "The real-data U-Net on Stage II's paintings of the real test masks (scored against the painted "
+                  "mask) and on the real test photographs. Thin: vessels at most 2 px wide.", "",
+                  "| images | f1_vessel | specificity | recall, thin vessels | recall, thick vessels |", "|---|---|---|---|---|"]
+        for name, values in results["painter_fidelity"].items():
+            lines.append(f"| {name} | {_fmt(values['f1_vessel'])} | {_fmt(values['specificity'])} | "
+                         f"{_fmt(values['recall_thin'])} | {_fmt(values['recall_thick'])} |")
     lines += ["", "## Fidelity", "", "| set | KL(real ‖ set), nats | Fréchet (U-Net features) | paper KL |", "|---|---|---|---|"]
     kl, fd = results.get("kl", {}), results.get("frechet", {})
     for name in sorted(set(kl) | set(fd)):
@@ -235,6 +243,9 @@ def write_report(cfg: DictConfig, plan: StudyPlan, steps: list[Step], timing: di
         results[key] = seg[numerator]["f1_vessel"] / seg[denominator]["f1_vessel"]
     if decomposition(seg):
         results["decomposition"] = decomposition(seg)
+    painter, segmenter = out / "runs" / "train_image" / "checkpoints" / "last.ckpt", out / "runs" / "segment_real" / "checkpoints" / "best.ckpt"
+    if painter.is_file() and segmenter.is_file():
+        results["painter_fidelity"] = painter_fidelity(str(segmenter), str(painter), read_dataset(plan.real_data, "test"))
     if plan.real_data["name"] == "drive":
         from synthmed_lightning.metrics.observer import second_observer_scores
 

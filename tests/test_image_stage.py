@@ -125,3 +125,31 @@ def compose_phantom_spec() -> dict:
 
     data = compose_config("stage=generate", "profile=smoke").data
     return dataset_spec(data.name, data.get("root"), dict(data.reader))
+
+
+def test_photo_appearance_adds_the_photographs_nuisance(image_run, tmp_path):
+    """Stage II keeps the training images' nuisance statistics; `appearance=photo` adds texture,
+    noise, fall-off and blur to each painting (its own draw), leaving the masks as they were."""
+    from helpers import SMOKE, assert_ok, run_cli
+    from synthmed_lightning.data.nuisance import NuisanceModel, band_energies
+    from synthmed_lightning.data.readers import read_dataset
+
+    checkpoint = load_checkpoint(image_run / "checkpoints" / "last.ckpt", "image")
+    nuisance = NuisanceModel.from_dict(checkpoint["hyper_parameters"]["nuisance"])
+    exports = {}
+    for appearance in ("colour", "photo"):
+        out = tmp_path / appearance
+        assert_ok(run_cli("stage=generate", *SMOKE, f"image_ckpt={image_run / 'checkpoints' / 'last.ckpt'}",
+                          "mask_source=real", "num_samples=2", f"appearance={appearance}", f"out_dir={out}",
+                          f"hydra.run.dir={tmp_path / ('run_' + appearance)}"))
+        exports[appearance] = read_dataset({"name": "folder", "root": str(out)}, "train")
+    for colour, photo in zip(exports["colour"], exports["photo"]):
+        assert np.array_equal(colour.mask, photo.mask) and np.array_equal(colour.fov, photo.fov)
+        inside = photo.fov > 0
+        assert not np.array_equal(colour.image, photo.image)
+        assert (photo.image[~inside] == 0).all()
+    # Texture, noise, blur: the photo versions' band energies lie closer to the photographs'.
+    def distance(samples):
+        return np.mean([np.abs(np.log(band_energies(s.image, s.fov, s.mask) / nuisance.band_energy)).mean()
+                        for s in samples])
+    assert distance(exports["photo"]) < distance(exports["colour"])

@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from synthmed_lightning.checkpoints import load_module
 from synthmed_lightning.data.appearance import AppearanceModel, transfer_colour
 from synthmed_lightning.data.mask_data import from_square
+from synthmed_lightning.data.nuisance import NuisanceModel
 from synthmed_lightning.data.readers import dataset_spec, read_dataset
 from synthmed_lightning.errors import ConfigError
 from synthmed_lightning.models.image_gan import ImageGAN
@@ -26,8 +27,9 @@ log = logging.getLogger(__name__)
 
 # The export size when neither the settings nor the checkpoint give one: DRIVE's native size.
 DRIVE_SIZE = (584, 565)
-# dual GAN: each image gets sampled channel means (colour), means and spreads, or pix2pix's own colour.
-APPEARANCE_MODES = ("colour", "colour_contrast", "painted")
+# dual GAN: each image gets sampled channel means (colour), means and spreads, pix2pix's own colour,
+# or the sampled colour plus the real photographs' texture, noise, fall-off and blur (photo).
+APPEARANCE_MODES = ("colour", "colour_contrast", "painted", "photo")
 # Where the dual pipeline's masks come from: Stage I, or the real training split (Stage II alone).
 MASK_SOURCES = ("gan", "real")
 
@@ -40,12 +42,20 @@ def sample_seed(seed: int, index: int) -> int:
 class Painter:
     """Stage II, with each painting's own global appearance: pix2pix paints one look for every mask,
     so with `appearance=colour` each image then gets a colour drawn from the training images'
-    statistics kept in the checkpoint (`data/appearance.py`)."""
+    statistics kept in the checkpoint (`data/appearance.py`); with `photo` also the photographs'
+    background texture, noise, fall-off and blur (`data/nuisance.py`), which the paintings lack."""
 
     def __init__(self, image_ckpt: str, device: torch.device, appearance: str):
         self.image_gan = load_module(ImageGAN, image_ckpt, "image").to(device).eval()
         self.train_fov_diameter = self.image_gan.hparams.get("train_fov_diameter")
-        self.appearance, self.contrast = None, appearance == "colour_contrast"
+        self.appearance, self.contrast, self.nuisance = None, appearance == "colour_contrast", None
+        if appearance == "photo":
+            stats = self.image_gan.hparams.get("nuisance")
+            if stats:
+                self.nuisance = NuisanceModel.from_dict(stats)
+            else:
+                log.warning("%s records no nuisance statistics (trained before they were kept): appearance=photo "
+                            "shifts the colour only", image_ckpt)
         if appearance != "painted":
             stats = self.image_gan.hparams.get("appearance")
             if stats:
@@ -61,6 +71,8 @@ class Painter:
         if self.appearance is not None:
             images = [transfer_colour(image, f, self.appearance.sample(seed), self.contrast)
                       for image, f, seed in zip(images, fov, seeds)]
+        if self.nuisance is not None:
+            images = [self.nuisance.apply(image, f, seed, mask=m) for image, f, m, seed in zip(images, fov, mask, seeds)]
         return images
 
 

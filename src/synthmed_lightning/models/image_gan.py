@@ -49,12 +49,14 @@ class ImageGAN(L.LightningModule):
     another scale get the wrong width, so `stage=generate` warns about a mismatch.
     `appearance` is the training images' colour-statistics model (`data/appearance.py`,
     `AppearanceModel.to_dict`): the export samples each image's global appearance from it.
+    `nuisance` is the training images' photographic nuisance statistics (`data/nuisance.py`,
+    `NuisanceModel.to_dict`): texture, noise, fall-off and blur that `appearance=photo` adds.
     """
 
     def __init__(self, generator: dict, discriminator: dict, lr: float = 2e-4, beta1: float = 0.5,
                  beta2: float = 0.999, l1_weight: float = 100.0, loss: str = "nonsaturating",
                  d_loss_scale: float = 0.5, paint_batch_size: int = 4, train_fov_diameter: float | None = None,
-                 appearance: dict | None = None, privacy: dict | None = None):
+                 appearance: dict | None = None, nuisance: dict | None = None, privacy: dict | None = None):
         super().__init__()
         if loss not in LOSS_KINDS:
             raise ValueError(f"unknown GAN loss {loss!r}: expected one of {', '.join(LOSS_KINDS)}")

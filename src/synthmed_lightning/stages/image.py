@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 from synthmed_lightning.callbacks.loss_history import LossHistory
 from synthmed_lightning.callbacks.sample_grids import PaintingGridWriter
 from synthmed_lightning.data.appearance import AppearanceModel
+from synthmed_lightning.data.nuisance import NuisanceModel
 from synthmed_lightning.data.transforms import resize_sample
 from synthmed_lightning.errors import ConfigError
 from synthmed_lightning.models.dp import pix2pix_sensitivity
@@ -57,8 +58,10 @@ class ImageStage(TrainingStage):
         train = datamodule.train_samples
         appearance = AppearanceModel.fit([s.image for s in train], [s.fov for s in train])
         privacy = plan_privacy(cfg, datamodule, images=len(train), sensitivity=pix2pix_sensitivity())
+        # Their background texture, noise, fall-off and sharpness, for `generate appearance=photo`.
+        nuisance = NuisanceModel.fit_samples(train) if cfg.privacy.mode == "none" else None
         return {"train_fov_diameter": datamodule.train_fov_diameter, "appearance": appearance.to_dict(),
-                "privacy": privacy}
+                "nuisance": nuisance.to_dict() if nuisance else None, "privacy": privacy}
 
     def callbacks(self, cfg: DictConfig, model) -> list:
         return [self.loss_history, PaintingGridWriter(run_dir(cfg) / "samples")]

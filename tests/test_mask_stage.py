@@ -62,6 +62,11 @@ def test_mask_run_writes_checkpoint_grids_and_metrics(mask_run):
                 "time/fit_s", "time/total_s"):
         assert np.isfinite(metrics[key]), key
     assert metrics["train/iterations"] == ITERATIONS and metrics["train/steps"] == 2 * ITERATIONS
+    # Anatomy at the native 96 px of the phantom, beside the real masks' own.
+    for key in ("branch_points", "thin_fraction", "orientation_bias", "components"):
+        assert np.isfinite(metrics[f"anatomy/{key}"]) and np.isfinite(metrics[f"anatomy_real/{key}"]), key
+        assert np.isfinite(metrics[f"anatomy_vs_real/{key}"]), key
+    assert metrics["anatomy_real/branch_points"] > 1
 
 
 def test_mask_gan_learned_the_vessel_density(mask_run):

@@ -229,6 +229,8 @@ class MaskDataModule(L.LightningDataModule):
         self.source_size = [int(np.median([s.image.shape[0] for s in samples])),
                             int(np.median([s.image.shape[1] for s in samples]))]
         self.stems = [s.stem for s in samples]
+        # The masks at their own size, for statistics that need native resolution (thin vessels).
+        self.native = [(s.mask > 0, s.fov > 0) for s in samples]
 
     def setup(self, stage: str | None = None) -> None:
         self.prepare()

@@ -8,12 +8,14 @@ iterations the EMA generator draws fixed-noise samples: their statistics go to t
 statistics, those of the untrained generator (`init/...`), first/last losses and times.
 """
 
+import numpy as np
 from omegaconf import DictConfig
 
 from synthmed_lightning.callbacks.loss_history import GANLossHistory
 from synthmed_lightning.callbacks.sample_grids import NoiseSampleGridWriter
-from synthmed_lightning.data.mask_data import MaskDataModule, check_image_size
+from synthmed_lightning.data.mask_data import MaskDataModule, check_image_size, from_square
 from synthmed_lightning.errors import ConfigError
+from synthmed_lightning.metrics.mask_stats import HEADLINE_KEYS, anatomy_statistics, compare_anatomy
 from synthmed_lightning.models.gan_base import GANModule
 from synthmed_lightning.models.mask_gan import MaskGAN
 from synthmed_lightning.stages.common import build_datamodule, plan_privacy, run_dir, scalar_metrics
@@ -59,12 +61,33 @@ class NoiseGANStage(TrainingStage):
     def evaluate(self, trainer, model, datamodule) -> dict:
         iterations = int(model.iterations_done)
         trainer.validate(model, datamodule=datamodule, verbose=False)  # final statistics and grid
+        anatomy = native_anatomy(model, datamodule) if isinstance(model, MaskGAN) and trainer.is_global_zero else {}
         return {
             **scalar_metrics(trainer.callback_metrics, ("val/",)),
+            **anatomy,
             **{k: v for h in self.histories for k, v in h.summary().items()},
             **model.privacy_spent(),
             "train/iterations": iterations,
         }
+
+
+def native_anatomy(model: MaskGAN, datamodule: MaskDataModule, count: int = 16) -> dict[str, float]:
+    """Anatomy (`metrics/mask_stats.anatomy_statistics`) of `count` samples mapped back to the training
+    images' native size, as `stage=generate` exports them, beside the real training masks' own:
+    `anatomy/<key>`, `anatomy_real/<key>` and the relative differences `anatomy_vs_real/<key>`."""
+    height, width = datamodule.source_size
+    real = [(m, f) for m, f in datamodule.native if m.shape == (height, width)]
+    if not real:
+        return {}
+    samples = model.generate(count, model.hparams.sample_seed)
+    fov = from_square(samples["fov"][0, 0].float().cpu().numpy() > 0.5, height, width, binary=True) > 0
+    masks = np.stack([from_square(m[0].float().cpu().numpy() > 0.5, height, width, binary=True) > 0
+                      for m in samples["mask"]]) & fov
+    generated = anatomy_statistics(masks, fov)
+    measured = anatomy_statistics(np.stack([m for m, _ in real]), np.stack([f for _, f in real]))
+    return {**{f"anatomy/{k}": v for k, v in generated.items() if k in HEADLINE_KEYS},
+            **{f"anatomy_real/{k}": v for k, v in measured.items() if k in HEADLINE_KEYS},
+            **{f"anatomy_vs_real/{k}": v for k, v in compare_anatomy(generated, measured).items()}}
 
 
 def run_mask(cfg: DictConfig) -> dict:

@@ -216,6 +216,12 @@ def markdown(results: dict, figures: dict[str, Path], out: Path) -> str:
         lines += ["", "## Stage I samples", "", "| statistic | samples | real masks |", "|---|---|---|"]
         for key in ("vessel_fraction", "pairwise_iou", "copy_iou_max", "components"):
             lines.append(f"| {key} | {_fmt(s.get(key))} | {_fmt(s.get('real_' + key))} |")
+        anatomy = [k.removeprefix("anatomy/") for k in s if k.startswith("anatomy/")]
+        if anatomy:
+            lines += ["", "At the training images' native size (as exported), per mask:", "",
+                      "| anatomy | samples | real masks | relative difference |", "|---|---|---|---|"]
+            lines += [f"| {k} | {_fmt(s.get('anatomy/' + k))} | {_fmt(s.get('anatomy_real/' + k))} | "
+                      f"{_fmt(s.get('anatomy_vs_real/' + k))} |" for k in anatomy]
     if results.get("privacy"):
         lines += ["", "## Privacy audit", "", "```json", json.dumps(results["privacy"], indent=2), "```"]
     if results.get("synthetic_count"):
@@ -253,6 +259,7 @@ def write_report(cfg: DictConfig, plan: StudyPlan, steps: list[Step], timing: di
     stage1 = _read_json(out / "runs" / "train_mask" / "metrics.json")
     if stage1:
         results["stage1"] = {k.removeprefix("val/"): v for k, v in stage1.items() if k.startswith("val/")}
+        results["stage1"].update({k: v for k, v in stage1.items() if k.startswith("anatomy")})
     audits = {c: _read_json(out / "runs" / f"audit_{c}" / "audit.json") for c in plan.exports}
     if any(audits.values()):
         results["privacy"] = {c: {k: a[k] for k in _PRIVACY_KEYS if k in a} for c, a in audits.items() if a}

@@ -13,11 +13,11 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf, ValidationError
 
-from synthmed_lightning.data.loading import check_loader_settings
-from synthmed_lightning.data.transforms import input_channels
 from synthmed_lightning.errors import ConfigError
 from synthmed_lightning.resources import config_dir, experiments_dir
-from synthmed_lightning.speed import speed_options
+
+# Imported inside the functions that need them: the command-line checks (a misspelt stage, --help)
+# answer before torch and Lightning load, which takes seconds.
 
 GROUPS = ("stage", "data", "model", "trainer", "speed", "logger", "callbacks", "profile", "debug", "paths", "privacy")
 
@@ -39,6 +39,13 @@ def fast_precision() -> str:
     if torch.cuda.is_available():
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
     return "bf16-mixed" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "32-true"
+
+
+def input_channels(mode: str) -> int:
+    """The `channels` resolver: channels the network sees for a preprocessing mode (data/transforms.py)."""
+    from synthmed_lightning.data.transforms import input_channels as channels
+
+    return channels(mode)
 
 
 for _name, _resolver in (("channels", input_channels), ("gan_max_steps", gan_max_steps),
@@ -183,6 +190,9 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"data.val_count={typed.val_count}: must be 0 or more")
     if typed.fov_diameter is not None and typed.fov_diameter <= 0:
         raise ConfigError(f"data.fov_diameter={typed.fov_diameter}: must be positive (pixels) or null")
+    from synthmed_lightning.data.loading import check_loader_settings
+    from synthmed_lightning.speed import speed_options
+
     input_channels(typed.preprocess.mode)
     check_loader_settings(typed.num_workers, typed.pin_memory)
     speed_options(cfg.get("speed"))

@@ -48,21 +48,18 @@ class Painter:
     def __init__(self, image_ckpt: str, device: torch.device, appearance: str):
         self.image_gan = load_module(ImageGAN, image_ckpt, "image").to(device).eval()
         self.train_fov_diameter = self.image_gan.hparams.get("train_fov_diameter")
-        self.appearance, self.contrast, self.nuisance = None, appearance == "colour_contrast", None
-        if appearance == "photo":
-            stats = self.image_gan.hparams.get("nuisance")
-            if stats:
-                self.nuisance = NuisanceModel.from_dict(stats)
-            else:
-                log.warning("%s records no nuisance statistics (trained before they were kept): appearance=photo "
-                            "shifts the colour only", image_ckpt)
-        if appearance != "painted":
-            stats = self.image_gan.hparams.get("appearance")
-            if stats:
-                self.appearance = AppearanceModel.from_dict(stats)
-            else:
-                log.warning("%s records no colour statistics (trained before they were kept): every image keeps "
-                            "the painted appearance", image_ckpt)
+        self.contrast = appearance == "colour_contrast"
+        self.nuisance = self._statistics("nuisance", NuisanceModel, image_ckpt, "appearance=photo shifts the colour only") \
+            if appearance == "photo" else None
+        self.appearance = self._statistics("appearance", AppearanceModel, image_ckpt, "every image keeps the painted "
+                                           "appearance") if appearance != "painted" else None
+
+    def _statistics(self, key: str, model_class, image_ckpt: str, fallback: str):
+        """The statistics model the checkpoint keeps under `key`, or None (saying so) for an older one."""
+        stats = self.image_gan.hparams.get(key)
+        if not stats:
+            log.warning("%s records no %s statistics (trained before they were kept): %s", image_ckpt, key, fallback)
+        return model_class.from_dict(stats) if stats else None
 
     def __call__(self, mask: np.ndarray, fov: np.ndarray, seeds: list[int]) -> list[np.ndarray]:
         """RGB uint8 paintings of (n, H, W) uint8 masks inside their FOVs, one appearance per seed."""

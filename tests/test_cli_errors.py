@@ -218,3 +218,9 @@ def test_a_trainer_that_cannot_be_built_is_one_line(tmp_path):
         pytest.skip("this machine has a GPU: trainer=gpu builds")
     assert_one_line_error(run_cli("stage=segment", *SMOKE, "trainer=gpu", f"hydra.run.dir={tmp_path}"),
                           "trainer:", "gpu")
+
+
+def test_generate_names_everything_it_needs_at_once():
+    """A newcomer's first `stage=generate` learns in one line that it needs checkpoints too."""
+    error = assert_one_line_error(run_cli("stage=generate", "profile=smoke"), "mask_ckpt=", "image_ckpt=", "single_ckpt=")
+    assert "num_samples=" in error and "out_dir=" in error

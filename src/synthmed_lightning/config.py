@@ -200,9 +200,12 @@ def validate(cfg: DictConfig) -> None:
     if net is not None and "depth" in net and typed.patch_size % (2 ** net.depth):
         raise ConfigError(f"data.patch_size={typed.patch_size} must be a multiple of 2**model.net.depth={2 ** net.depth}")
     _check_distributed(cfg)
-    for key in cfg:  # a stage marks what it cannot run without as `???`
-        if OmegaConf.is_missing(cfg, key):
-            raise ConfigError(f"stage={cfg.stage} needs {key}=<value>")
+    # A stage marks what it cannot run without as `???`: name all of it at once.
+    missing = [f"{key}=<value>" for key in cfg if OmegaConf.is_missing(cfg, key)]
+    if cfg.get("stage") == "generate" and not any(cfg.get(k) for k in ("mask_ckpt", "image_ckpt", "single_ckpt")):
+        missing.insert(0, "mask_ckpt=<stage=mask checkpoint> image_ckpt=<stage=image checkpoint> (or single_ckpt=...)")
+    if missing:
+        raise ConfigError(f"stage={cfg.stage} needs {' '.join(missing)}")
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path not in (None, "last") and not Path(ckpt_path).is_file():
         raise ConfigError(f"ckpt_path={ckpt_path}: file not found")

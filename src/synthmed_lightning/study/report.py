@@ -188,7 +188,7 @@ def markdown(results: dict, figures: dict[str, Path], out: Path) -> str:
         o = results["observer"]
         lines.append(f"| 2nd human observer | {_fmt(o.get('f1_vessel'))} | {_fmt(o.get('f1_macro'))} | – | "
                      f"{_fmt(o.get('accuracy'))} | – |")
-    if results.get("ratio_dual_over_real"):
+    if results.get("ratio_dual_over_real") is not None:
         lines += ["", f"Ratio dual GAN / real, f1_vessel: **{results['ratio_dual_over_real']:.3f}** (paper: 0.988)."]
     if results.get("decomposition"):
         lines += ["", "## Which stage costs what", "", "Each row compares two conditions that differ by one stage "
@@ -245,7 +245,7 @@ def write_report(cfg: DictConfig, plan: StudyPlan, steps: list[Step], timing: di
     results = {"profile": cfg.profile.name, "dataset": plan.real_data["name"].upper(), "segmentation": seg,
                **fidelity(plan, real, exports, int(cfg.study.fidelity_tiles)), "timing_s": timing}
     key, numerator, denominator = RATIO
-    if seg.get(denominator, {}).get("f1_vessel") and seg.get(numerator, {}).get("f1_vessel"):
+    if seg.get(denominator, {}).get("f1_vessel") and seg.get(numerator, {}).get("f1_vessel") is not None:
         results[key] = seg[numerator]["f1_vessel"] / seg[denominator]["f1_vessel"]
     if decomposition(seg):
         results["decomposition"] = decomposition(seg)

@@ -212,7 +212,7 @@ def test_generate_is_deterministic_verifiable_and_loadable(generators, tmp_path)
 
 
 def test_generate_samples_a_global_appearance_per_image(generators, tmp_path):
-    """pix2pix paints one appearance; appearance=colour (default) spreads the images' mean colour like
+    """pix2pix paints one appearance; appearance=colour (under photo, the default) spreads the images' mean colour like
     the training images', from the statistics the Stage II checkpoint keeps, without touching contrast."""
     from synthmed_lightning.checkpoints import load_checkpoint
     from synthmed_lightning.data.appearance import AppearanceModel, colour_statistics

@@ -58,7 +58,8 @@ class Painter:
         """The statistics model the checkpoint keeps under `key`, or None (saying so) for an older one."""
         stats = self.image_gan.hparams.get(key)
         if not stats:
-            log.warning("%s records no %s statistics (trained before they were kept): %s", image_ckpt, key, fallback)
+            log.warning("%s records no %s statistics (trained before they were kept, or with privacy=dp): %s",
+                        image_ckpt, key, fallback)
         return model_class.from_dict(stats) if stats else None
 
     def __call__(self, mask: np.ndarray, fov: np.ndarray, seeds: list[int]) -> list[np.ndarray]:

@@ -5,21 +5,21 @@ import logging
 from pathlib import Path
 
 import lightning as L
-from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import LearningRateMonitor
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig
 
 from synthmed_lightning.checkpoints import check_resumable
 from synthmed_lightning.config import process_count
 from synthmed_lightning.data.datamodule import VesselDataModule
 from synthmed_lightning.errors import CheckpointError, ConfigError
-from synthmed_lightning.loggers import default_wandb_offline, finish_loggers  # noqa: F401  (re-exported for the stages)
+from synthmed_lightning.loggers import default_wandb_offline
 from synthmed_lightning.models.components.registry import UnknownNetworkError
 from synthmed_lightning.models.dp import plan_dp
 from synthmed_lightning.speed import speed_options
-from synthmed_lightning.utils import to_primitive, write_json  # noqa: F401  (re-exported for the stages)
+from synthmed_lightning.utils import to_primitive
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,10 @@ from omegaconf import DictConfig
 
 from synthmed_lightning.callbacks.prediction_writer import PredictionWriter
 from synthmed_lightning.checkpoints import load_module
+from synthmed_lightning.loggers import finish_loggers
 from synthmed_lightning.models.segmenter import Segmenter
-from synthmed_lightning.stages.common import (build_datamodule, build_trainer, finish_loggers, run_dir,
-                                              scalar_metrics, write_json)
+from synthmed_lightning.stages.common import build_datamodule, build_trainer, run_dir, scalar_metrics
+from synthmed_lightning.utils import write_json
 
 
 def run_evaluate(cfg: DictConfig) -> dict:

@@ -23,10 +23,10 @@ from omegaconf import DictConfig
 from synthmed_lightning.config import check_writable
 from synthmed_lightning.data.readers import dataset_spec, read_dataset
 from synthmed_lightning.errors import ConfigError, DataError
-from synthmed_lightning.stages.common import to_primitive, write_json
 from synthmed_lightning.study.lock import LOCK_NAME, study_lock
 from synthmed_lightning.study.plan import CONDITIONS, TRAINING_STAGES, Step, StudyPlan
 from synthmed_lightning.study.runner import default_parallelism, run_steps
+from synthmed_lightning.utils import to_primitive, write_json
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,10 @@ from omegaconf import DictConfig
 
 from synthmed_lightning.callbacks.step_timer import step_timing
 from synthmed_lightning.errors import ConfigError
-from synthmed_lightning.stages.common import (build_datamodule, build_trainer, finish_loggers, fit, gan_strategy,
-                                              instantiate_primitive, run_dir, write_json)
+from synthmed_lightning.loggers import finish_loggers
+from synthmed_lightning.stages.common import (build_datamodule, build_trainer, fit, gan_strategy, instantiate_primitive,
+                                              run_dir)
+from synthmed_lightning.utils import write_json
 
 
 class TrainingStage:

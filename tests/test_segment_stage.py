@@ -9,17 +9,23 @@ import yaml
 
 from helpers import SMOKE, assert_ok, run_cli
 from synthmed_lightning.checkpoints import load_checkpoint, restore_module
-from synthmed_lightning.models.segmenter import Segmenter
+from synthmed_lightning.models.segmenter import VAL_THRESHOLD_KEY, Segmenter
 
 TEST_KEYS = ("test/f1_vessel", "test/f1_macro", "test/auc", "test/accuracy", "test/sensitivity", "test/specificity")
+# Scores at the threshold that maximised f1_vessel on the validation images, and that threshold.
+VAL_THRESHOLD_KEYS = ("test/f1_vessel_at_val_threshold", "test/sensitivity_at_val_threshold",
+                      "test/specificity_at_val_threshold", "test/val_threshold")
 
 
 def test_segment_writes_the_run_directory_contract(segment_run):
     assert (segment_run / ".hydra" / "config.yaml").is_file()
     assert (segment_run / "checkpoints" / "last.ckpt").is_file()
     metrics = json.loads((segment_run / "metrics.json").read_text())
-    for key in TEST_KEYS:
+    for key in TEST_KEYS + VAL_THRESHOLD_KEYS:
         assert 0.0 <= metrics[key] <= 1.0, key
+    # The threshold the tested (best) checkpoint chose on its validation images.
+    best = load_checkpoint(segment_run / "checkpoints" / "best.ckpt", "segment")
+    assert metrics["test/val_threshold"] == best[VAL_THRESHOLD_KEY]
     probs = sorted((segment_run / "predictions").glob("*_prob.png"))
     overlays = sorted((segment_run / "predictions").glob("*_overlay.png"))
     assert len(probs) == len(overlays) == 6  # the smoke phantom's test split
@@ -68,6 +74,47 @@ def test_evaluate_reuses_a_checkpoint_on_other_data(segment_run, tmp_path):
     assert set(TEST_KEYS) <= set(metrics) and metrics["test/auc"] > 0.8
     assert len(list((out / "predictions").glob("*_prob.png"))) == 6
     assert not (out / "checkpoints").exists()  # evaluate trains nothing
+
+
+def test_validation_threshold_travels_in_the_checkpoint_to_the_test(tmp_path, caplog):
+    """Validation picks the threshold, the checkpoint keeps it, a fresh module tests with it; a
+    checkpoint without one (written before it existed) falls back to model.threshold and says so."""
+    unet = {"_target_": "synthmed_lightning.models.components.unet.UNet", "base_channels": 2, "depth": 1}
+    target = (torch.arange(64).view(1, 1, 8, 8) % 5 == 0)
+    probs = torch.where(target, 0.3, 0.1)  # mis-calibrated: separable, but no vessel reaches 0.5
+    fov = torch.ones_like(target)
+
+    def logged_by(model, hook):
+        logged = {}
+        model.log_dict = lambda values, **kwargs: logged.update({k: float(v) for k, v in values.items()})
+        hook()
+        return logged
+
+    model = Segmenter(net=unet)
+    model.val_metrics.update(probs, target, fov)
+    val = logged_by(model, model.on_validation_epoch_end)
+    assert 0.1 < val["val/best_threshold"] == model.val_threshold < 0.3
+    assert val["val/f1_vessel_best_threshold"] == 1.0 and val["val/f1_vessel"] == 0.0  # selection stays at 0.5
+
+    checkpoint = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}
+    model.on_save_checkpoint(checkpoint)
+    torch.save(checkpoint, tmp_path / "model.ckpt")
+    loaded = load_checkpoint(tmp_path / "model.ckpt", "segment")  # weights_only, as trainer.test loads it
+    fresh = restore_module(Segmenter, loaded)  # no new weights: older checkpoints still fit
+    fresh.on_load_checkpoint(loaded)
+    assert fresh.val_threshold == model.val_threshold
+    fresh.test_metrics.update(probs, target, fov)
+    test = logged_by(fresh, fresh.on_test_epoch_end)
+    assert test["test/val_threshold"] == model.val_threshold
+    assert test["test/f1_vessel_at_val_threshold"] == 1.0 and test["test/f1_vessel"] == 0.0
+
+    del loaded[VAL_THRESHOLD_KEY]
+    fresh.on_load_checkpoint(loaded)
+    fresh.test_metrics.update(probs, target, fov)
+    with caplog.at_level("WARNING", logger="synthmed_lightning.models.segmenter"):
+        test = logged_by(fresh, fresh.on_test_epoch_end)
+    assert test["test/val_threshold"] == 0.5 and test["test/f1_vessel_at_val_threshold"] == 0.0
+    assert "No threshold chosen on validation images" in caplog.text
 
 
 def test_evaluate_resamples_to_the_training_scale():

@@ -54,6 +54,7 @@ def restore_module(module_class, checkpoint: dict, source: str | Path = "the che
     if missing or unexpected:
         raise CheckpointError(f"checkpoint weights do not fit this version's {module_class.__name__}: "
                               f"{len(missing)} missing (e.g. {missing[:1]}), {len(unexpected)} unexpected (e.g. {unexpected[:1]})")
+    module.on_load_checkpoint(checkpoint)  # as Lightning does: e.g. the segmenter's validation-chosen threshold
     try:
         module.load_state_dict(checkpoint["state_dict"])
     except (RuntimeError, TypeError) as error:  # a tensor of another shape, or not a tensor at all

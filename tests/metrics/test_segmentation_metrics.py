@@ -61,3 +61,58 @@ def test_second_observer_matches_the_literature(drive_root):
     scores = second_observer_scores(str(drive_root))
     assert scores["accuracy"] == pytest.approx(0.9473, abs=0.0015)
     assert 0.76 < scores["f1_vessel"] < 0.81
+
+
+def _miscalibrated(seed=0, shape=(2, 1, 30, 30)):
+    """Vessels around 0.3, background around 0.1: perfectly separable, but nothing reaches 0.5."""
+    rng = np.random.default_rng(seed)
+    target = rng.random(shape) < 0.15
+    probs = np.where(target, 0.3, 0.1) + rng.uniform(-0.04, 0.04, shape)
+    return torch.from_numpy(probs.astype(np.float32)), torch.from_numpy(target), torch.ones(shape, dtype=torch.bool)
+
+
+def test_best_threshold_separates_miscalibrated_probabilities():
+    metric = VesselSegmentationMetrics()
+    metric.update(*_miscalibrated())
+    threshold, f1 = metric.best_threshold()
+    assert 0.14 < threshold < 0.26  # inside the gap between the classes
+    assert threshold == pytest.approx(0.2, abs=0.02)  # the middle of the tied thresholds
+    assert f1 == pytest.approx(1.0)
+    assert float(metric.compute()["f1_vessel"]) == 0.0  # at 0.5 every vessel is missed
+    assert float(metric.scores_at(0.5)["f1_vessel"]) == 0.0
+    at_best = metric.scores_at(threshold)
+    assert float(at_best["f1_vessel"]) == pytest.approx(f1)
+    assert float(at_best["sensitivity"]) == float(at_best["specificity"]) == 1.0
+
+
+def test_histogram_scores_equal_the_confusion_matrix_at_its_threshold():
+    """Bit for bit, also for probabilities lying exactly on (or one float32 step below) a threshold."""
+    probs, target, fov = _arrays(3)
+    edges = np.float32([0.3, 0.5, 0.0, 1.0])
+    probs[0, 0, 10, 10:18] = np.concatenate([edges, np.nextafter(edges, np.float32(0))])
+    for threshold in (0.5, 0.3, 0.005, 0.995):
+        metric = VesselSegmentationMetrics(threshold)
+        for i in range(2):
+            metric.update(torch.from_numpy(probs[i]), torch.from_numpy(target[i]), torch.from_numpy(fov[i]))
+        exact, binned = metric.compute(), metric.scores_at(threshold)
+        for name in ("f1_vessel", "sensitivity", "specificity"):
+            assert torch.equal(binned[name], exact[name]), (threshold, name)
+        pred = probs[fov] >= np.float32(threshold)
+        assert float(binned["f1_vessel"]) == pytest.approx(f1_score(target[fov], pred), abs=1e-6)
+
+
+def test_best_threshold_is_the_best_of_the_grid():
+    probs, target, fov = _arrays(4)
+    probs = np.clip(target * 0.25 + np.random.default_rng(4).random(probs.shape) * 0.7, 0, 1).astype(np.float32)  # overlapping classes
+    metric = VesselSegmentationMetrics()
+    metric.update(torch.from_numpy(probs), torch.from_numpy(target), torch.from_numpy(fov))
+    threshold, f1 = metric.best_threshold()
+    p, t = probs[fov], target[fov]
+
+    def f1_at(k):
+        pred = p >= np.float32(k / 200)
+        return 2 * (pred & t).sum() / (2 * (pred & t).sum() + (pred != t).sum())
+
+    assert f1 == pytest.approx(max(f1_at(k) for k in range(1, 200)), abs=1e-12)
+    assert f1 == pytest.approx(f1_score(t, p >= np.float32(threshold)), abs=1e-12)
+    assert f1 > float(metric.compute()["f1_vessel"])

@@ -9,7 +9,9 @@ from synthmed_lightning.stages.training import TrainingStage, train_stage
 
 
 class SegmentStage(TrainingStage):
-    """Picks the best checkpoint on the validation images (`val/f1_vessel`) and tests it."""
+    """Picks the best checkpoint on the validation images (`val/f1_vessel` at `model.threshold`) and
+    tests it; `test/*_at_val_threshold` score it also at the threshold it chose on those images
+    (`test/val_threshold`, see models/segmenter.py). All `test/` keys reach metrics.json."""
 
     def __init__(self):
         self.loss_history = LossHistory()

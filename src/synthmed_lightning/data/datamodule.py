@@ -22,6 +22,12 @@ class VesselDataModule(L.LightningDataModule):
     synthetic images do not drown 16 real ones. The default, 0.1, was chosen on DRIVE's validation
     images (quick profile, dual-GAN pairs; README): 0.5 / 0.2 / 0.1 gave val F1 0.778 / 0.785 / 0.791.
 
+    With `train_count` set, only that many of the training images left after the validation split
+    are kept (the validation images stay the same, so validation is comparable across counts),
+    drawn by a generator seeded with (`split_seed`, `train_draw`): another draw, another subset.
+    Within one draw the subsets are nested (k images are the first k of one random order), so a
+    larger k only adds images.
+
     With `fov_diameter` set, training images are resampled so their FOV is that many pixels
     across; evaluation images stay native and the model resamples them (see `Segmenter`).
     """
@@ -32,7 +38,8 @@ class VesselDataModule(L.LightningDataModule):
                  split_seed: int = 0, fov_diameter: float | None = None,
                  preprocess: dict | None = None, augmentation: str = "default",
                  test_split: str = "test", num_workers: int | str = "auto", pin_memory: bool | str = "auto",
-                 extra_train: list[dict] | None = None, extra_train_share: float = 0.1):
+                 extra_train: list[dict] | None = None, extra_train_share: float = 0.1,
+                 train_count: int | None = None, train_draw: int = 0):
         super().__init__()
         self.source = dataset_spec(name, root, reader)
         self.test_source = dataset_spec(**test) if test else None
@@ -40,6 +47,12 @@ class VesselDataModule(L.LightningDataModule):
         if not 0.0 < extra_train_share < 1.0:
             raise ConfigError(f"data.extra_train_share={extra_train_share}: must be between 0 and 1")
         self.extra_train_share = extra_train_share
+        if train_count is not None and (not _whole(train_count) or train_count < 1):
+            raise ConfigError(f"data.train_count={train_count}: must be a whole number >= 1 (null: every training image)")
+        if not _whole(train_draw) or train_draw < 0:
+            raise ConfigError(f"data.train_draw={train_draw}: must be a whole number >= 0")
+        self.train_count = train_count
+        self.train_draw = train_draw
         self.train_weights: list[float] | None = None
         self.poisson_sample_rate: float | None = None  # set for DP-SGD (privacy=dp): see make_train_loader
         self.patch_size = patch_size
@@ -82,7 +95,7 @@ class VesselDataModule(L.LightningDataModule):
             raise ConfigError(f"data.val_count={self.val_count} leaves no training image ({len(samples)} in the train split)")
         order = np.random.default_rng(self.split_seed).permutation(len(samples))
         self.val_samples = [samples[i] for i in sorted(order[: self.val_count])]
-        train = [samples[i] for i in sorted(order[self.val_count:])]
+        train = self._subset([samples[i] for i in sorted(order[self.val_count:])])
         extra = [sample for source in self.extra_sources for sample in read_labelled(source, "train")]
         if extra:
             share = self.extra_train_share
@@ -91,6 +104,16 @@ class VesselDataModule(L.LightningDataModule):
         if self.fov_diameter:
             train = [resize_sample(s, self.fov_diameter / s.fov_diameter) for s in train]
         self.train_samples = train
+
+    def _subset(self, train: list[Sample]) -> list[Sample]:
+        """`train_count` of the training images (all with None), drawn by (`split_seed`, `train_draw`)."""
+        if self.train_count is None:
+            return train
+        if self.train_count > len(train):
+            raise ConfigError(f"data.train_count={self.train_count}: only {len(train)} training images are left "
+                              f"after data.val_count={self.val_count} held out for validation")
+        order = np.random.default_rng([self.split_seed, self.train_draw]).permutation(len(train))
+        return [train[i] for i in sorted(order[: self.train_count])]
 
     def _setup_test(self) -> None:
         if self.test_samples is None:
@@ -114,3 +137,8 @@ class VesselDataModule(L.LightningDataModule):
 
     def _loader(self, dataset, batch_size: int) -> DataLoader:
         return make_loader(dataset, batch_size, self.num_workers, self.pin_memory, trainer=self.trainer)
+
+
+def _whole(value) -> bool:
+    """An int, not a bool (YAML's true is an int to Python)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)

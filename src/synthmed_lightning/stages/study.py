@@ -7,13 +7,15 @@ resumes from its last checkpoint.
 
 A study folder is the study's own from its first step: `<out>/study.json` records every setting
 that makes its results (each step's full command line), so a folder holding anything else, or a
-study with other settings, is refused; `<out>/study.lock` keeps a second study out while one runs
-(`study/lock.py`).
+study with other settings, is refused; a study may gain steps (more `study.seeds`,
+`study.data_efficiency`) as long as the steps it has keep their command lines. `<out>/study.lock`
+keeps a second study out while one runs (`study/lock.py`).
 """
 
 import json
 import logging
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -23,8 +25,10 @@ from omegaconf import DictConfig
 from synthmed_lightning.config import check_writable
 from synthmed_lightning.data.readers import dataset_spec, read_dataset
 from synthmed_lightning.errors import ConfigError, DataError
+from synthmed_lightning.study.efficiency import EXPORT as EFFICIENCY_EXPORT
+from synthmed_lightning.study.efficiency import DataEfficiency
 from synthmed_lightning.study.lock import LOCK_NAME, study_lock
-from synthmed_lightning.study.plan import CONDITIONS, TRAINING_STAGES, Step, StudyPlan
+from synthmed_lightning.study.plan import CONDITIONS, TRAINING_STAGES, Step, StudyPlan, exports_of, setting_of
 from synthmed_lightning.study.runner import default_parallelism, run_steps
 from synthmed_lightning.utils import to_primitive, write_json
 
@@ -34,7 +38,9 @@ log = logging.getLogger(__name__)
 _FORWARDED = ("data", "paths", "trainer", "logger", "profile", "callbacks", "debug", "seed", "run_group")
 # What must not change between a study and its resumption (else finished steps would not match),
 # in the order differences are reported. `steps` holds every step's full command line, so any
-# setting passed on to a step (profile.*, trainer.*, data.*, ablation overrides...) counts.
+# setting passed on to a step (profile.*, trainer.*, data.*, ablation overrides...) counts. Only
+# the steps a study had before and has now are compared: a finished study may be extended with
+# more steps (study.seeds, study.data_efficiency) without redoing the ones it has.
 _IDENTITY_KEYS = ("profile", "dataset", "conditions", "num_synthetic", "overrides", "seed", "data", "steps")
 # Step arguments that only say where results are logged or how progress shows (the `callbacks=`
 # choice; `callbacks.*` settings still count): a resumption may change them.
@@ -71,6 +77,10 @@ def build_plan(cfg: DictConfig) -> StudyPlan:
     counts = [int(n) for n in study.synthetic_counts or []]
     if int(study.num_synthetic) < 1 or any(n < 1 for n in counts):
         raise ConfigError(f"study.num_synthetic / study.synthetic_counts must be positive, got {study.num_synthetic} / {counts}")
+    efficiency = DataEfficiency.from_config(study.get("data_efficiency"))
+    if efficiency and EFFICIENCY_EXPORT not in exports_of(study.conditions):
+        raise ConfigError(f"study.data_efficiency needs the {EFFICIENCY_EXPORT} export: add {EFFICIENCY_EXPORT} or "
+                          f"real_plus_{EFFICIENCY_EXPORT} to study.conditions (now {list(study.conditions)})")
     data_overrides, other = _forwarded_overrides()
     choices = HydraConfig.get().runtime.choices
     real_data_args = [f"data={choices['data']}", *data_overrides]
@@ -84,16 +94,51 @@ def build_plan(cfg: DictConfig) -> StudyPlan:
     return StudyPlan(out=Path(study.out_dir).absolute(), real_data=real, real_data_args=real_data_args,
                      common_args=common, num_synthetic=int(study.num_synthetic), synthetic_counts=counts,
                      conditions=tuple(study.conditions), audit=bool(study.audit),
-                     overrides={k: list(v) for k, v in (study.overrides or {}).items()})
+                     overrides={k: list(v) for k, v in (study.overrides or {}).items()},
+                     seeds=extra_seeds(study.get("seeds"), cfg.seed), seed=int(cfg.seed), data_efficiency=efficiency)
 
 
-def _check_real_data(spec: dict) -> None:
-    """A missing or mis-laid dataset fails here, in one line that says where to put it, before any step."""
+def extra_seeds(seeds, seed: int) -> tuple[int, ...]:
+    """`study.seeds` without the study's own `seed` (its steps are the study's own) and repeats."""
+    seeds = list(seeds or [])
+    if not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= 2**32 - 1 for s in seeds):
+        raise ConfigError(f"study.seeds={seeds}: expected integers from 0 to {2**32 - 1}")
+    return tuple(dict.fromkeys(s for s in seeds if s != seed))
+
+
+def _segment_val_count(cfg: DictConfig, plan: StudyPlan) -> int:
+    """How many training images the study's U-Nets hold out for validation: study.overrides.segment's
+    data.val_count, else the command line's (checked already), else the profile's."""
+    ablation = [a for a in plan.overrides.get("segment", []) if setting_of(a) == "data.val_count"]
+    if ablation:
+        value = ablation[-1].split("=", 1)[1]
+        if not value.isdigit():
+            raise ConfigError(f"study.overrides.segment: {ablation[-1]}: expected a whole number")
+        return int(value)
+    if any(setting_of(a) == "data.val_count" for a in plan.real_data_args):
+        return int(cfg.data.val_count)
+    return int(cfg.profile.segment.val_count)
+
+
+def _check_efficiency_counts(cfg: DictConfig, plan: StudyPlan, train_images: int) -> None:
+    """A k above the training images left after validation fails here, not hours later in its step."""
+    if not plan.data_efficiency:
+        return
+    available = train_images - _segment_val_count(cfg, plan)
+    if max(plan.data_efficiency.counts) > available:
+        raise ConfigError(f"study.data_efficiency.counts={list(plan.data_efficiency.counts)}: at most {available} "
+                          f"(the {train_images} training images of {plan.real_data['name']} minus "
+                          f"{train_images - available} held out for validation)")
+
+
+def _check_real_data(spec: dict) -> int:
+    """A missing or mis-laid dataset fails here, in one line that says where to put it, before any
+    step. Returns how many training images it has."""
     root = spec.get("root")
     if root and not Path(root).is_dir():
         raise DataError(f"data.root={root}: folder not found; put {spec['name'].upper()} there, or point "
                         f"make reproduce-paper DATA_ROOT=<folder holding {Path(root).name}/> (or data.root=<folder>)")
-    read_dataset(spec, "train")
+    return len(read_dataset(spec, "train"))
 
 
 def study_identity(cfg: DictConfig, plan: StudyPlan, steps: list[Step]) -> dict:
@@ -104,9 +149,12 @@ def study_identity(cfg: DictConfig, plan: StudyPlan, steps: list[Step]) -> dict:
         key = argument.lstrip("+~").split("=", 1)[0]
         return key.split(".", 1)[0] not in _UNRELATED_TO_RESULTS or key.startswith("callbacks.")
 
+    efficiency = plan.data_efficiency
     identity = {"profile": cfg.profile.name, "dataset": plan.real_data["name"], "conditions": list(plan.conditions),
                 "num_synthetic": plan.num_synthetic, "overrides": plan.overrides, "seed": cfg.seed,
                 "data": plan.real_data,
+                # What this run adds (for the reader; only `steps` is compared, so these may grow).
+                "seeds": list(plan.seeds), "data_efficiency": efficiency and asdict(efficiency),
                 # Sorted: the order of overrides on a command line does not change a run; paths
                 # relative to the folder, so a moved study folder still resumes.
                 "steps": {s.name: sorted(a.replace(prefix, "<out>/") for a in s.arguments if relevant(a))
@@ -153,12 +201,18 @@ def _check_identity(out: Path, identity: dict, record: bool = True) -> None:
                               "use another out_dir") from None
         if not isinstance(before, dict):
             raise ConfigError(f"study.out_dir={out}: its study.json is not a study's identity; use another out_dir")
-        changed = [k for k in _IDENTITY_KEYS if before.get(k, _MISSING) != identity.get(k, _MISSING)]
-        if changed:
-            key = changed[0]
-            raise ConfigError(f"study.out_dir={out} holds a study with other settings "
-                              f"({_first_difference(key, before.get(key, _MISSING), identity.get(key, _MISSING))}): "
-                              "use another out_dir")
+        for key in _IDENTITY_KEYS:
+            there, now = before.get(key, _MISSING), identity.get(key, _MISSING)
+            if key == "steps" and isinstance(there, dict) and isinstance(now, dict):
+                # Steps added since (more seeds) or left out now are fine; a step in both must match.
+                shared = [name for name in there if name in now]
+                there, now = {n: there[n] for n in shared}, {n: now[n] for n in shared}
+            if there != now:
+                raise ConfigError(f"study.out_dir={out} holds a study with other settings "
+                                  f"({_first_difference(key, there, now)}): use another out_dir")
+        if isinstance(before.get("steps"), dict) and isinstance(identity.get("steps"), dict):
+            # Every step the folder has ever held stays recorded, so one that returns must match too.
+            identity = {**identity, "steps": {**before["steps"], **identity["steps"]}}
     if record:
         write_json(path, identity)
 
@@ -179,7 +233,7 @@ def _parallelism(cfg: DictConfig) -> tuple[int, int]:
 def run_study(cfg: DictConfig) -> dict:
     start = time.perf_counter()
     plan = build_plan(cfg)
-    _check_real_data(plan.real_data)
+    _check_efficiency_counts(cfg, plan, _check_real_data(plan.real_data))
     out = plan.out
     steps = plan.steps()
     workers, threads = _parallelism(cfg)

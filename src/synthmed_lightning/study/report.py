@@ -18,8 +18,11 @@ from omegaconf import DictConfig
 
 from synthmed_lightning.data.readers import read_dataset
 from synthmed_lightning.metrics.segmentation import METRIC_NAMES
+from synthmed_lightning.study.efficiency import (SUMMARY_METRICS, efficiency_markdown, efficiency_plot,
+                                                efficiency_results, summarize)
 from synthmed_lightning.study.fidelity import frechet_to_real, kl_to_real, painter_fidelity
-from synthmed_lightning.study.plan import COUNTED, EXPORT_LABELS, HOLDS_REAL_DATA, SYNTHETIC, StudyPlan, Step
+from synthmed_lightning.study.plan import (COUNTED, EXPORT_LABELS, HOLDS_REAL_DATA, SYNTHETIC, StudyPlan, Step,
+                                           seed_suffix)
 from synthmed_lightning.utils import write_json
 from synthmed_lightning.visualize import image_grid, save_png
 
@@ -64,6 +67,27 @@ def segmentation_results(out: Path, names: list[str]) -> dict[str, dict[str, flo
         metrics = _read_json(out / "runs" / f"segment_{name}" / "metrics.json")
         results[name] = {k: metrics[f"test/{k}"] for k in METRIC_NAMES if f"test/{k}" in metrics}
     return results
+
+
+def seed_results(out: Path, names: list[str], seed: int | None, seeds: tuple[int, ...]) -> dict:
+    """Over the study's seed and the extra `seeds` (study.seeds): per condition and test metric,
+    {mean, std, n, values by seed}, and the ratio of the dual-GAN and real f1_vessel means. The
+    study's own seed is read from `segment_<name>`, another seed s from `segment_<name>_s<s>`;
+    unfinished runs are left out."""
+    # {label in results.json: the seed whose suffix names its runs (None: the study's own, no suffix)}
+    labelled = {"base" if seed is None else seed: None, **{s: s for s in seeds}}
+    conditions = {}
+    for name in names:
+        metrics = {label: _read_json(out / "runs" / f"segment_{name}{seed_suffix(s)}" / "metrics.json")
+                   for label, s in labelled.items()}
+        conditions[name] = {m: summarize({label: v.get(f"test/{m}") for label, v in metrics.items()})
+                            for m in SUMMARY_METRICS}
+    summary = {"seeds": list(labelled), "conditions": conditions}
+    key, numerator, denominator = RATIO
+    means = [conditions.get(c, {}).get("f1_vessel", {}).get("mean") for c in (numerator, denominator)]
+    if means[0] is not None and means[1]:
+        summary[key] = means[0] / means[1]
+    return summary
 
 
 def _folder(path: Path):
@@ -175,21 +199,57 @@ def _fmt(value) -> str:
     return str(value)
 
 
+def _spread(summary: dict | None) -> str:
+    """`mean ± std (n)` of a summary over seeds (`–` without a value)."""
+    if not summary or summary.get("mean") is None:
+        return "–"
+    std = f" ± {_fmt(summary['std'])}" if summary.get("std") is not None else ""
+    return f"{_fmt(summary['mean'])}{std} ({summary['n']})"
+
+
+def _seeded_table(results: dict) -> list[str]:
+    """The main table over seeds: mean ± sample std (n) of each condition, then each seed's f1_vessel."""
+    seeds = results["seeds"]
+    lines = [f"Mean ± sample std over seeds (n runs) {', '.join(map(str, seeds['seeds']))}; the sections below "
+             "use the study's own seed.", "",
+             "| condition | f1_vessel | f1_macro | AUC | specificity | paper F1 |", "|---|---|---|---|---|---|"]
+    for name, values in seeds["conditions"].items():
+        lines.append(f"| {name} | {' | '.join(_spread(values.get(m)) for m in SUMMARY_METRICS)} | "
+                     f"{_fmt(PAPER['f1'].get(name))} |")
+    if results.get("observer"):
+        o = results["observer"]
+        lines.append(f"| 2nd human observer | {_fmt(o.get('f1_vessel'))} | {_fmt(o.get('f1_macro'))} | – | "
+                     f"{_fmt(o.get('specificity'))} | – |")
+    lines += ["", "f1_vessel per seed:", "", "| condition | " + " | ".join(map(str, seeds["seeds"])) + " |",
+              "|---|" + "---|" * len(seeds["seeds"])]
+    for name, values in seeds["conditions"].items():
+        per_seed = values["f1_vessel"]["values"]
+        lines.append(f"| {name} | " + " | ".join(_fmt(per_seed.get(str(s))) for s in seeds["seeds"]) + " |")
+    if seeds.get("ratio_dual_over_real") is not None:
+        alone = results.get("ratio_dual_over_real")
+        lines += ["", f"Ratio dual GAN / real, f1_vessel means: **{seeds['ratio_dual_over_real']:.3f}** "
+                  f"(study's seed alone: {'–' if alone is None else f'{alone:.3f}'}; paper: 0.988)."]
+    return lines
+
+
 def markdown(results: dict, figures: dict[str, Path], out: Path) -> str:
     seg = results["segmentation"]
     lines = [f"# Synthetic vs real: {results['dataset']}, profile `{results['profile']}`", "",
              "U-Net trained on each condition with the same budget, tested on the real test split "
-             "(inside the FOV, native resolution). Paper: Guibas, Virdi & Li (2017).", "",
-             "| condition | f1_vessel | f1_macro | AUC | accuracy | paper F1 |", "|---|---|---|---|---|---|"]
-    for name, values in seg.items():
-        lines.append(f"| {name} | {_fmt(values.get('f1_vessel'))} | {_fmt(values.get('f1_macro'))} | "
-                     f"{_fmt(values.get('auc'))} | {_fmt(values.get('accuracy'))} | {_fmt(PAPER['f1'].get(name))} |")
-    if results.get("observer"):
-        o = results["observer"]
-        lines.append(f"| 2nd human observer | {_fmt(o.get('f1_vessel'))} | {_fmt(o.get('f1_macro'))} | – | "
-                     f"{_fmt(o.get('accuracy'))} | – |")
-    if results.get("ratio_dual_over_real") is not None:
-        lines += ["", f"Ratio dual GAN / real, f1_vessel: **{results['ratio_dual_over_real']:.3f}** (paper: 0.988)."]
+             "(inside the FOV, native resolution). Paper: Guibas, Virdi & Li (2017).", ""]
+    if len(results.get("seeds", {}).get("seeds", [])) > 1:
+        lines += _seeded_table(results)
+    else:
+        lines += ["| condition | f1_vessel | f1_macro | AUC | accuracy | paper F1 |", "|---|---|---|---|---|---|"]
+        for name, values in seg.items():
+            lines.append(f"| {name} | {_fmt(values.get('f1_vessel'))} | {_fmt(values.get('f1_macro'))} | "
+                         f"{_fmt(values.get('auc'))} | {_fmt(values.get('accuracy'))} | {_fmt(PAPER['f1'].get(name))} |")
+        if results.get("observer"):
+            o = results["observer"]
+            lines.append(f"| 2nd human observer | {_fmt(o.get('f1_vessel'))} | {_fmt(o.get('f1_macro'))} | – | "
+                         f"{_fmt(o.get('accuracy'))} | – |")
+        if results.get("ratio_dual_over_real") is not None:
+            lines += ["", f"Ratio dual GAN / real, f1_vessel: **{results['ratio_dual_over_real']:.3f}** (paper: 0.988)."]
     if results.get("decomposition"):
         lines += ["", "## Which stage costs what", "", "Each row compares two conditions that differ by one stage "
                   "(`stage2_real_masks`: Stage II painting the real training masks).", "",
@@ -227,6 +287,9 @@ def markdown(results: dict, figures: dict[str, Path], out: Path) -> str:
     if results.get("synthetic_count"):
         lines += ["", "## Number of synthetic pairs", "", "| pairs | f1_vessel |", "|---|---|"]
         lines += [f"| {n} | {_fmt(f)} |" for n, f in sorted(results["synthetic_count"].items(), key=lambda kv: int(kv[0]))]
+    if results.get("data_efficiency"):
+        figure = figures.get("data_efficiency")
+        lines += efficiency_markdown(results["data_efficiency"], figure and str(figure.relative_to(out)))
     for title, key in (("Samples", "samples"), ("Predictions on the first test image", "overlays"),
                        ("F1 against the number of synthetic pairs", "synthetic_count")):
         if figures.get(key):
@@ -275,6 +338,11 @@ def write_report(cfg: DictConfig, plan: StudyPlan, steps: list[Step], timing: di
         results["synthetic_count"] = {str(n): f for n, f in sorted(counts.items()) if f is not None}
         figures["synthetic_count"] = count_plot({int(n): f for n, f in results["synthetic_count"].items()},
                                                 out / "figures" / "f1_vs_synthetic_count.png")
+    if plan.seeds:
+        results["seeds"] = seed_results(out, main, plan.seed, plan.seeds)
+    if plan.data_efficiency:
+        results["data_efficiency"] = efficiency_results(out / "runs", plan.data_efficiency)
+        figures["data_efficiency"] = efficiency_plot(results["data_efficiency"], out / "figures" / "f1_vs_real_count.png")
     write_json(out / "results.json", results)
     (out / "report.md").write_text(markdown(results, figures, out))
     if any("wandb" in str(v.get("_target_", "")).lower() for v in (cfg.get("logger") or {}).values() if v):

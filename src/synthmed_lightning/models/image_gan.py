@@ -6,6 +6,13 @@ the field of view (FOV), so it knows where the retina ends. The discriminator is
 PatchGAN, judging (condition, image) pairs. Losses as published: non-saturating BCE on the
 PatchGAN logits + lambda * L1 with lambda = 100, Adam(2e-4, beta1 = 0.5), D's loss halved.
 
+Beyond the published losses (both off by default in the module, set in conf/model/image_gan.yaml):
+* `vessel_weight` weighs L1 on and next to vessel pixels (1 + vessel_weight there): thin vessels
+  are a sliver of the pixels, and plain L1 lets the painter leave them out.
+* `vessel_critic`: a small segmenter trained alongside on the real patches (image -> mask); G is
+  also penalised by its BCE on the paintings, so every painted vessel, thin ones included, must
+  look like a vessel of the real photographs, and the background must not.
+
 The image is composited with the FOV (black outside it) both in training and when painting:
 only the retina is learned, and the real images' off-FOV background (slightly grey after
 photometric augmentation, or camera noise) cannot give fakes away to D.
@@ -56,14 +63,21 @@ class ImageGAN(L.LightningModule):
     def __init__(self, generator: dict, discriminator: dict, lr: float = 2e-4, beta1: float = 0.5,
                  beta2: float = 0.999, l1_weight: float = 100.0, loss: str = "nonsaturating",
                  d_loss_scale: float = 0.5, paint_batch_size: int = 4, train_fov_diameter: float | None = None,
-                 appearance: dict | None = None, nuisance: dict | None = None, privacy: dict | None = None):
+                 appearance: dict | None = None, nuisance: dict | None = None, privacy: dict | None = None,
+                 vessel_weight: float = 0.0, vessel_critic: dict | None = None, critic_weight: float = 1.0):
         super().__init__()
         if loss not in LOSS_KINDS:
             raise ValueError(f"unknown GAN loss {loss!r}: expected one of {', '.join(LOSS_KINDS)}")
+        if vessel_weight < 0 or critic_weight < 0:
+            raise ValueError(f"vessel_weight={vessel_weight} and critic_weight={critic_weight} must be >= 0")
+        if vessel_critic and privacy:
+            raise ValueError("vessel_critic is trained on the real images outside DP-SGD: set model.vessel_critic=null "
+                             "with privacy=dp")
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.generator = build_network(generator, "generator")
         self.discriminator = build_network(discriminator, "discriminator")
+        self.vessel_critic = build_network(vessel_critic, "vessel_critic") if vessel_critic else None
         # DP-SGD on both networks (privacy=dp, models/dp.py): G's L1 term reads the real image too.
         self.dp_plan = DPPlan(**privacy) if privacy else None
         self._hooks = None  # Opacus' per-sample-gradient hooks {"generator": ..., "discriminator": ...}
@@ -89,6 +103,20 @@ class ImageGAN(L.LightningModule):
     def _pair(self, mask: torch.Tensor, fov: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         return torch.cat([condition(mask, fov), image], dim=1)
 
+    def _l1(self, fake: torch.Tensor, real: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """L1, weighted 1 + vessel_weight on vessel pixels and their 1-px rim (the vessel's edge contrast)."""
+        if not self.hparams.vessel_weight:
+            return F.l1_loss(fake, real)
+        near_vessel = F.max_pool2d(mask, 3, stride=1, padding=1)
+        weight = 1.0 + self.hparams.vessel_weight * near_vessel
+        return ((fake - real).abs() * weight).mean() / weight.mean()
+
+    def _critic_loss(self, image: torch.Tensor, mask: torch.Tensor, fov: torch.Tensor) -> torch.Tensor:
+        """The vessel critic's BCE on `image` against `mask`, inside the FOV."""
+        logits = self.vessel_critic(image)
+        loss = F.binary_cross_entropy_with_logits(logits, mask, reduction="none")
+        return (loss * fov).sum() / fov.sum().clamp(min=1.0)
+
     def training_step(self, batch: dict, batch_idx: int) -> None:
         opt_g, opt_d = self.optimizers()
         mask, fov = batch["mask"], batch["fov"]
@@ -107,23 +135,30 @@ class ImageGAN(L.LightningModule):
                 d_loss = self.hparams.d_loss_scale * discriminator_loss(
                     *self._discriminate(self._pair(mask, fov, real), self._pair(mask, fov, fake.detach())),
                     self.hparams.loss)
+                extra, d_total = {}, d_loss
+                if self.vessel_critic is not None:  # the critic learns to find vessels in the real patches
+                    extra["train/critic_real"] = critic_loss = self._critic_loss(real, mask, fov)
+                    d_total = d_loss + critic_loss
                 opt_d.zero_grad(set_to_none=True)
-                self.manual_backward(d_loss)
+                self.manual_backward(d_total)
             opt_d.step()
             self.untoggle_optimizer(opt_d)
 
             # Generator: fool D, stay close to the real image (L1, lambda = 100).
             self.toggle_optimizer(opt_g)
             adversarial = generator_loss(self.discriminator(self._pair(mask, fov, fake)), self.hparams.loss)
-            l1 = F.l1_loss(fake, real)
+            l1 = self._l1(fake, real, mask)
             g_loss = adversarial + self.hparams.l1_weight * l1
+            if self.vessel_critic is not None:  # ... and G to paint vessels the critic finds, and no others
+                extra["train/critic_fake"] = critic_fake = self._critic_loss(fake, mask, fov)
+                g_loss = g_loss + self.hparams.critic_weight * critic_fake
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(g_loss)
         opt_g.step()
         self.untoggle_optimizer(opt_g)
 
-        self.log_dict({"train/l1": l1, "train/g_adv": adversarial, "train/g_loss": g_loss, "train/d_loss": d_loss},
-                      prog_bar=True, batch_size=mask.shape[0])
+        self.log_dict({"train/l1": l1, "train/g_adv": adversarial, "train/g_loss": g_loss, "train/d_loss": d_loss,
+                       **extra}, prog_bar=True, batch_size=mask.shape[0])
 
     def _discriminate(self, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """D's logits on real and fake pairs; under DP in one forward pass (one batch of per-sample gradients)."""
@@ -187,7 +222,10 @@ class ImageGAN(L.LightningModule):
     def configure_optimizers(self):
         betas = (self.hparams.beta1, self.hparams.beta2)
         opt_g = torch.optim.Adam(self.generator.parameters(), lr=self.hparams.lr, betas=betas)
-        opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=self.hparams.lr, betas=betas)
+        # The vessel critic trains with D's optimizer (one step per batch, as D): `global_step` keeps counting
+        # two optimizer steps per generator iteration, which the budgets rely on.
+        critic = list(self.vessel_critic.parameters()) if self.vessel_critic is not None else []
+        opt_d = torch.optim.Adam([*self.discriminator.parameters(), *critic], lr=self.hparams.lr, betas=betas)
         if self.dp_plan is not None:
             if self._hooks is None:  # plain attribute, not submodules: checkpoints keep their keys
                 object.__setattr__(self, "_hooks", {"generator": attach_per_sample_gradients(self.generator),

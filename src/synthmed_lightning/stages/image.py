@@ -7,6 +7,8 @@ with the `gan_max_steps` resolver, as Stage I does. Under DDP the GAN needs the
 `train_stage` picks them. Files (samples, metrics.json) are written by rank 0.
 """
 
+import logging
+
 from omegaconf import DictConfig
 
 from synthmed_lightning.callbacks.loss_history import LossHistory
@@ -18,6 +20,8 @@ from synthmed_lightning.errors import ConfigError
 from synthmed_lightning.models.dp import pix2pix_sensitivity
 from synthmed_lightning.stages.common import build_datamodule, plan_privacy, run_dir
 from synthmed_lightning.stages.training import TrainingStage, train_stage
+
+log = logging.getLogger(__name__)
 
 
 def check_image_config(cfg: DictConfig) -> None:
@@ -60,8 +64,13 @@ class ImageStage(TrainingStage):
         privacy = plan_privacy(cfg, datamodule, images=len(train), sensitivity=pix2pix_sensitivity())
         # Their background texture, noise, fall-off and sharpness, for `generate appearance=photo`.
         nuisance = NuisanceModel.fit_samples(train) if cfg.privacy.mode == "none" else None
-        return {"train_fov_diameter": datamodule.train_fov_diameter, "appearance": appearance.to_dict(),
-                "nuisance": nuisance.to_dict() if nuisance else None, "privacy": privacy}
+        arguments = {"train_fov_diameter": datamodule.train_fov_diameter, "appearance": appearance.to_dict(),
+                     "nuisance": nuisance.to_dict() if nuisance else None, "privacy": privacy}
+        if privacy and cfg.model.get("vessel_critic"):
+            # The critic learns from the real images outside DP-SGD: a private painter goes without it.
+            log.info("privacy=%s: the vessel critic is left out (model.vessel_critic=null)", cfg.privacy.mode)
+            arguments["vessel_critic"] = None
+        return arguments
 
     def callbacks(self, cfg: DictConfig, model) -> list:
         return [self.loss_history, PaintingGridWriter(run_dir(cfg) / "samples")]

@@ -13,6 +13,9 @@ from torch import nn
 from .dcgan import init_dcgan_weights, maybe_spectral_norm, stage_channels
 
 NORMS = ("batch", "instance")
+# transpose: pix2pix's 4x4 stride-2 transposed conv (published); resize: nearest x2 then a 3x3 conv,
+# which cannot draw the checkerboard a transposed conv leaves in flat background.
+UPSAMPLES = ("transpose", "resize")
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
@@ -45,12 +48,16 @@ def _down(in_ch: int, out_ch: int, outermost: bool, innermost: bool, norm: str =
     return nn.Sequential(*layers)
 
 
-def _up(in_ch: int, out_ch: int, outermost: bool, dropout: float, norm: str = "batch") -> nn.Sequential:
-    """Decoder step: ReLU -> 4x4 stride-2 transposed conv -> norm [-> Dropout]; tanh when outermost."""
-    layers: list[nn.Module] = [
-        nn.ReLU(),
-        nn.ConvTranspose2d(in_ch, out_ch, kernel_size=4, stride=2, padding=1, bias=outermost),
-    ]
+def _upsample_conv(in_ch: int, out_ch: int, bias: bool, upsample: str) -> list[nn.Module]:
+    if upsample == "resize":
+        return [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=bias)]
+    return [nn.ConvTranspose2d(in_ch, out_ch, kernel_size=4, stride=2, padding=1, bias=bias)]
+
+
+def _up(in_ch: int, out_ch: int, outermost: bool, dropout: float, norm: str = "batch",
+        upsample: str = "transpose") -> nn.Sequential:
+    """Decoder step: ReLU -> x2 upsampling conv -> norm [-> Dropout]; tanh when outermost."""
+    layers: list[nn.Module] = [nn.ReLU(), *_upsample_conv(in_ch, out_ch, outermost, upsample)]
     if outermost:
         layers.append(nn.Tanh())
         return nn.Sequential(*layers)
@@ -73,6 +80,8 @@ class UNetGenerator(nn.Module):
 
     Fully convolutional: any H and W that are multiples of 2**num_downs work
     (256 for num_downs=8; 32 for num_downs=5). Other sizes raise ValueError.
+    ``upsample="resize"`` replaces the transposed convs by nearest upsampling + 3x3 conv
+    (no checkerboard); ``"transpose"`` is the published network.
     """
 
     def __init__(
@@ -83,10 +92,13 @@ class UNetGenerator(nn.Module):
         num_downs: int = 8,
         dropout: float = 0.5,
         norm: str = "batch",
+        upsample: str = "transpose",
     ) -> None:
         super().__init__()
         if norm not in NORMS:
             raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+        if upsample not in UPSAMPLES:
+            raise ValueError(f"upsample must be one of {UPSAMPLES}, got {upsample!r}")
         if num_downs < 1:
             raise ValueError(f"num_downs must be >= 1, got {num_downs}")
         if not 0.0 <= dropout < 1.0:
@@ -113,7 +125,7 @@ class UNetGenerator(nn.Module):
             in_ch = chans[level] * (1 if j == 0 else 2)
             outermost = level == 0
             out_ch = out_channels if outermost else chans[level - 1]
-            ups.append(_up(in_ch, out_ch, outermost, dropout if j < 3 else 0.0, norm))
+            ups.append(_up(in_ch, out_ch, outermost, dropout if j < 3 else 0.0, norm, upsample))
         self.ups = nn.ModuleList(ups)
         self.apply(init_dcgan_weights)
 

@@ -4,6 +4,7 @@ import json
 import math
 import re
 import os
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -11,17 +12,25 @@ from pathlib import Path
 import pytest
 
 from helpers import PROJECT_ROOT, SMOKE, assert_ok, assert_one_line_error, run_cli
+from test_readme import quick_start_commands
 
 CONDITIONS = ("real", "dual_gan", "single_gan", "real_plus_dual_gan", "stage2_real_masks")
 
 
+def readme_study_command() -> list[str]:
+    """The README's quick-start study line (`make reproduce-paper DATA=phantom PROFILE=smoke`), split."""
+    (line,) = [c for c in quick_start_commands() if c.startswith("make reproduce-paper")]
+    return shlex.split(line)
+
+
 def make_reproduce_paper(out: Path, *args: str) -> subprocess.CompletedProcess:
-    """`make reproduce-paper DATA=phantom PROFILE=smoke OUT=<out>`, as the README has it."""
+    """The README's quick-start line, exactly, plus `OUT=<out>` (and `args`)."""
     if not (PROJECT_ROOT / ".venv" / ".installed").is_file():
         pytest.skip("make reproduce-paper runs in the project's .venv: run `make install` (or `make test`) first")
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONWARNINGS": "ignore"}
-    return subprocess.run(["make", "-s", "-C", str(PROJECT_ROOT), "reproduce-paper", "DATA=phantom", "PROFILE=smoke",
-                           f"OUT={out}", *args], env=env, capture_output=True, text=True, timeout=900)
+    make, *goal_and_variables = readme_study_command()
+    return subprocess.run([make, "-s", "-C", str(PROJECT_ROOT), *goal_and_variables, f"OUT={out}", *args],
+                          env=env, capture_output=True, text=True, timeout=900)
 
 
 @pytest.fixture(scope="module")

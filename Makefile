@@ -6,6 +6,10 @@ VENV       ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN        := $(VENV)/bin
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist); 0 runs the tests in pytest's own process. `--dist loadfile` keeps each
+# test file on one worker, so a module-scoped fixture (a smoke run) still runs once.
+TEST_WORKERS ?= 2
+PYTEST_XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 # make reproduce-paper: DATA_ROOT holds DRIVE/ (default: ./data, or $SYNTHMED_DATA_ROOT); DATA=phantom needs no data.
 DATA_ROOT  ?= $(or $(SYNTHMED_DATA_ROOT),data)
 DATA       ?= drive
@@ -28,11 +32,11 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev,slurm,dp]"
 	touch $@
 
-test: install ## run the whole test suite (CPU, < 15 min)
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+test: install ## run the whole test suite (CPU, TEST_WORKERS=2 processes, < 15 min)
+	$(BIN)/python -m pytest -q $(PYTEST_XDIST) $(PYTEST_ARGS)
 
 test-fast: install ## the tests that train nothing longer than a few seconds
-	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_XDIST) $(PYTEST_ARGS)
 
 reproduce-paper: install ## the synthetic-vs-real study: DATA_ROOT=<folder with DRIVE/> PROFILE=smoke|quick|paper OUT=<dir, default results/DATA-PROFILE> (DATA=phantom: no data)
 	$(BIN)/python -m synthmed_lightning stage=study data=$(DATA) paths.data_root=$(abspath $(DATA_ROOT)) \

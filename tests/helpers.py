@@ -41,13 +41,13 @@ def compose_config(*overrides: str):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from synthmed_lightning.config import register_configs
+    from synthmed_lightning.config import plain_overrides, register_configs
     from synthmed_lightning.resources import config_dir
 
     register_configs()
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return compose("config", overrides=list(overrides), return_hydra_config=True)
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):  # `+experiment=` as the CLI reads it
+        return compose("config", overrides=plain_overrides(list(overrides)), return_hydra_config=True)
 
 
 def smoke_run(tmp_path_factory, stage: str, *overrides: str) -> Path:

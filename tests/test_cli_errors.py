@@ -175,6 +175,9 @@ def test_unwritable_output_folder_is_named(tmp_path, segment_run):
     (("stage=segment", "seed=4294967296"), "seed=4294967296"),
     (("stage=segment", "seed=1.5"), "seed=1.5"),
     (("stage=segment", "seed=null"), "seed=None"),
+    # A count the Trainer takes unchecked failed in the middle of fit with a traceback.
+    (("stage=segment", "trainer.max_epochs=x"), "trainer.max_epochs=x: must be an integer"),
+    (("stage=segment", "print_config=maybe"), "print_config=maybe: must be true, false or auto"),
 ])
 def test_bad_budgets_and_seeds_are_refused_before_running(overrides, fragment):
     from helpers import compose_config
@@ -203,11 +206,17 @@ def test_negative_seed_is_one_line_on_the_command_line(tmp_path):
 
 
 def test_logger_none_trains(tmp_path):
-    """`logger=none` (documented) leaves the learning-rate monitor out instead of crashing."""
+    """`logger=none` (documented) leaves the learning-rate monitor out instead of crashing; and with
+    Python's warnings shown as a user sees them, the known-harmless library messages stay out
+    (console.quiet_known_noise; each one is checked in tests/test_cli_help.py)."""
     from helpers import assert_ok
 
-    assert_ok(run_cli("stage=segment", "profile=smoke", "logger=none", "trainer.max_steps=4", f"hydra.run.dir={tmp_path}"))
+    result = run_cli("stage=segment", "profile=smoke", "logger=none", "trainer.max_steps=4", f"hydra.run.dir={tmp_path}",
+                     env={"PYTHONWARNINGS": "default"})
+    assert_ok(result)
     assert json.loads((tmp_path / "metrics.json").read_text())["train/steps"] == 4
+    for noise in ("litlogger", "LeafSpec", "module(s) in eval mode", "anonymous setting", "manual optimization"):
+        assert noise not in result.stdout + result.stderr, noise
 
 
 def test_a_trainer_that_cannot_be_built_is_one_line(tmp_path):

@@ -16,7 +16,7 @@ LAYERS = [
     ("stages",),
     ("study", "audit", "export", "synthesis", "config"),
     ("models", "data", "metrics", "callbacks", "checkpoints"),
-    ("errors", "resources", "utils", "loggers", "visualize", "inference", "speed", "__init__"),
+    ("errors", "resources", "utils", "loggers", "visualize", "inference", "speed", "console", "__init__"),
 ]
 
 

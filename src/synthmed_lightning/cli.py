@@ -2,16 +2,21 @@
 
 Thin on purpose: check the command line, compose the config with Hydra, validate it,
 and hand it to the stage's runner. Errors the user can fix print as one line, exit code 2.
+`--help` answers from two YAML files, before Hydra composes anything and without torch.
 """
 
 import errno
+import string
 import sys
+import textwrap
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from synthmed_lightning.config import check_command_line, check_settings_exist, register_configs, validate
+from synthmed_lightning.config import (GROUPS, check_command_line, check_settings_exist, group_options, plain_overrides,
+                                       register_configs, validate)
+from synthmed_lightning.console import quiet_known_noise, show_config, uses_wandb
 from synthmed_lightning.errors import UserError
 from synthmed_lightning.resources import config_dir
 
@@ -29,9 +34,11 @@ def _fail(error: Exception | str) -> None:
 def _hydra_main(cfg: DictConfig) -> dict | None:
     from synthmed_lightning.stages import run_stage
 
+    quiet_known_noise(uses_wandb=uses_wandb(cfg))  # here, not in main(): a launcher's job runs only this
     _log_once_through_hydra()
     try:
         validate(cfg)
+        show_config(cfg)
         return run_stage(cfg)
     except UserError as error:
         _fail(error)
@@ -72,9 +79,38 @@ class _EarlierRunRecord:
             (self.folder / name).write_bytes(content)
 
 
+def help_page() -> str:
+    """The `--help` page: Hydra's help config (conf/hydra/help/, chosen in config.yaml's defaults) with the
+    config groups filled in. Printed here rather than by Hydra, whose printer also lists the private `_*`
+    options and takes seconds to do it; reading two YAML files takes milliseconds."""
+    defaults = _default_options()
+    help_config = OmegaConf.load(config_dir() / "hydra" / "help" / f"{defaults['hydra/help']}.yaml")
+    template = OmegaConf.create({"hydra": {"help": help_config}}).hydra.help.template  # resolves ${hydra.help.*}
+    groups = []
+    for group in (*GROUPS, "experiment"):
+        options = group_options(group)
+        if group == "stage" or len(options) < 2:  # stages have their own list; one option is no choice
+            continue
+        default = defaults.get(group) or ("the stage's" if group == "model" else "none")
+        groups.append(textwrap.fill(f"{', '.join(options)} (default: {default})", width=100, initial_indent=f"  {group:<12} ",
+                                    subsequent_indent=" " * 15, break_on_hyphens=False))
+    return string.Template(template).safe_substitute(APP_CONFIG_GROUPS="\n".join(groups)).rstrip()
+
+
+def _default_options() -> dict:
+    """{group: option} of config.yaml's defaults list (`override hydra/help: x` gives `hydra/help`)."""
+    entries = OmegaConf.to_container(OmegaConf.load(config_dir() / "config.yaml"))["defaults"]
+    return {key.removeprefix("override ").removeprefix("optional "): value
+            for entry in entries if isinstance(entry, dict) for key, value in entry.items()}
+
+
 def main() -> None:
+    if "--help" in sys.argv[1:] or "-h" in sys.argv[1:]:
+        print(help_page())
+        return
     register_configs()
-    arguments = sys.argv[1:]
+    # Hydra, and Lightning when it starts the other DDP processes, read sys.argv: both see the plain form.
+    sys.argv[1:] = arguments = plain_overrides(sys.argv[1:])
     try:
         check_command_line(arguments)
         check_settings_exist(arguments)

@@ -116,8 +116,14 @@ def check_settings_exist(arguments: list[str]) -> None:
         GlobalHydra.instance().clear()
 
 
+def plain_overrides(arguments: list[str]) -> list[str]:
+    """`+experiment=<name>` (and `++`) as `experiment=<name>`: config.yaml's defaults list has the group
+    (`experiment: null`), where Hydra refuses to add it again; the `+` form is in older notes and scripts."""
+    return [re.sub(r"^\+{1,2}(?=experiment=)", "", a) for a in arguments]
+
+
 def register_configs() -> None:
-    """Make each experiments/<name>.yaml usable as `+experiment=<name>`.
+    """Make each experiments/<name>.yaml usable as `experiment=<name>` (config.yaml's defaults list has the group).
 
     The experiments live at the top of the project (not inside conf/) so they are easy to find;
     the ConfigStore puts them into Hydra's `experiment` group.
@@ -160,6 +166,8 @@ def validate(cfg: DictConfig) -> None:
     seed = cfg.get("seed")
     if not whole(seed) or not 0 <= seed <= 2**32 - 1:
         raise ConfigError(f"seed={seed}: must be an integer from 0 to {2**32 - 1}")
+    if cfg.get("print_config", "auto") not in (True, False, "auto"):
+        raise ConfigError(f"print_config={cfg.print_config}: must be true, false or auto")
     # A budget below 1 trains without end (gan_max_steps maps negative iterations to max_steps=-1)
     # or not at all; every stage's budget is checked, whichever stage runs.
     for section, settings in (cfg.get("profile") or {}).items():
@@ -175,6 +183,11 @@ def validate(cfg: DictConfig) -> None:
     if not whole(max_steps) or max_steps < -1 or max_steps == 0 or (training and max_steps < 1):
         raise ConfigError(f"trainer.max_steps={max_steps}: must be an integer >= 1"
                           + (f" (stage={cfg.stage} trains for that many optimizer steps)" if training else " or -1"))
+    # Counts the Trainer accepts unchecked: a string would fail in the middle of fit with a traceback.
+    for key in ("max_epochs", "check_val_every_n_epoch", "log_every_n_steps", "num_sanity_val_steps", "num_nodes"):
+        value = OmegaConf.select(cfg, f"trainer.{key}", default=None)
+        if value is not None and not whole(value):
+            raise ConfigError(f"trainer.{key}={value}: must be an integer")
     schema = OmegaConf.structured(DataSchema)
     OmegaConf.set_struct(schema, False)
     try:

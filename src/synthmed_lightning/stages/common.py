@@ -77,7 +77,7 @@ def build_trainer(cfg: DictConfig, callbacks: list | None = None, **overrides) -
         return instantiate(cfg.trainer, callbacks=configured + list(callbacks or []), logger=loggers or False, **overrides)
     except InstantiationException as error:  # e.g. trainer=gpu on a machine without a GPU
         cause = error.__cause__ or error
-        if not isinstance(cause, (MisconfigurationException, ValueError, TypeError)):
+        if not isinstance(cause, (MisconfigurationException, ValueError, TypeError, ImportError)):  # ImportError: accelerator=tpu
             raise
         raise ConfigError(f"trainer: {str(cause).strip().splitlines()[0]}") from None
 

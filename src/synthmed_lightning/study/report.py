@@ -328,7 +328,9 @@ def write_report(cfg: DictConfig, plan: StudyPlan, steps: list[Step], timing: di
         results["privacy"] = {c: {k: a[k] for k in _PRIVACY_KEYS if k in a} for c, a in audits.items() if a}
     for condition, guarantee in dp_guarantees(out).items():
         results.setdefault("privacy", {}).setdefault(condition, {})["dp"] = guarantee
-    samples_figure(None, exports, out / "figures" / "samples_synthetic_only.png")
+    # Without the real row and without exports that hold real masks: publishable where the data's licence forbids copies.
+    samples_figure(None, {c: s for c, s in exports.items() if c not in HOLDS_REAL_DATA},
+                   out / "figures" / "samples_synthetic_only.png")
     figures = {"samples": samples_figure(real, exports, out / "figures" / "samples.png"),
                "overlays": overlays_figure(out, main, out / "figures" / "overlays.png")}
     if plan.synthetic_counts:

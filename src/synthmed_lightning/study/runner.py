@@ -24,6 +24,53 @@ from synthmed_lightning.study.plan import Step
 
 log = logging.getLogger(__name__)
 _POLL_S = 2.0
+_PROGRESS_EVERY_S = 60.0  # a quick-profile step runs 5-30 min in silence: say where the study is every minute
+
+
+class StudyProgress:
+    """The study's overall progress line: steps done, what runs, elapsed time and an ETA.
+
+    The ETA assumes each remaining step takes as long as the finished steps of its stage did on
+    average (any finished step when none of its stage has), and that `workers` run side by side."""
+
+    def __init__(self, total: int, done: int, workers: int, clock=time.perf_counter):
+        self.total, self.done, self.workers, self.clock = total, done, workers, clock
+        self.start = self.last = clock()
+        self.durations: dict[str, list[float]] = {}
+
+    def finished(self, step: Step, seconds: float) -> None:
+        self.done += 1
+        self.durations.setdefault(step.stage, []).append(seconds)
+
+    def _estimate(self, stage: str) -> float | None:
+        same = self.durations.get(stage) or [s for times in self.durations.values() for s in times]
+        return sum(same) / len(same) if same else None
+
+    def eta_s(self, pending: list[Step], running: dict[str, tuple[float, Step]]) -> float | None:
+        """Seconds until the last step ends, or None before any step has finished."""
+        now, left = self.clock(), 0.0
+        for start, step in running.values():
+            estimate = self._estimate(step.stage)
+            if estimate is None:
+                return None
+            left += max(0.0, estimate - (now - start))
+        for step in pending:
+            estimate = self._estimate(step.stage)
+            if estimate is None:
+                return None
+            left += estimate
+        return left / max(1, self.workers)
+
+    def line(self, pending: list[Step], running: dict[str, tuple[float, Step]]) -> str:
+        eta = self.eta_s(pending, running)
+        return (f"study: {self.done}/{self.total} steps done, running {', '.join(running) or 'nothing'}; "
+                f"elapsed {_minutes(self.clock() - self.start)}, "
+                f"ETA {_minutes(eta) if eta is not None else 'after the first step'}")
+
+    def maybe_report(self, pending: list[Step], running: dict[str, tuple[float, Step]]) -> None:
+        if self.clock() - self.last >= _PROGRESS_EVERY_S:
+            self.last = self.clock()
+            log.info(self.line(pending, running))
 
 
 def default_parallelism(cuda: bool, cpus: int | None = None, workers: int | None = None) -> tuple[int, int]:
@@ -106,6 +153,7 @@ def run_steps(steps: list[Step], out: Path, workers: int, threads: int, resume_a
     (out / "logs").mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
     preexec = _die_with_parent()
+    progress = StudyProgress(total, len(done), workers)
     try:
         while pending or running:
             if not failed:
@@ -121,6 +169,7 @@ def run_steps(steps: list[Step], out: Path, workers: int, threads: int, resume_a
             elif not running:
                 break
             time.sleep(_POLL_S)
+            progress.maybe_report(pending, {name: (start, step) for name, (_, start, step) in running.items()})
             for name, (process, start, step) in list(running.items()):
                 if process.poll() is None:
                     continue
@@ -128,6 +177,7 @@ def run_steps(steps: list[Step], out: Path, workers: int, threads: int, resume_a
                 seconds[name] = time.perf_counter() - start
                 if process.returncode == 0 and step.done(out):
                     done.add(name)
+                    progress.finished(step, seconds[name])
                     log.info("%s: done in %s (%d of %d steps done)", name, _minutes(seconds[name]), len(done), total)
                 else:
                     failed.append(name)

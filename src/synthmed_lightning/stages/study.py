@@ -27,6 +27,7 @@ from synthmed_lightning.data.readers import dataset_spec, read_dataset
 from synthmed_lightning.errors import ConfigError, DataError
 from synthmed_lightning.study.efficiency import EXPORT as EFFICIENCY_EXPORT
 from synthmed_lightning.study.efficiency import DataEfficiency
+from synthmed_lightning.study.mia_splits import MiaSplits, split_steps, write_splits
 from synthmed_lightning.study.lock import LOCK_NAME, study_lock
 from synthmed_lightning.study.plan import CONDITIONS, TRAINING_STAGES, Step, StudyPlan, exports_of, setting_of
 from synthmed_lightning.study.runner import default_parallelism, run_steps
@@ -230,12 +231,18 @@ def _parallelism(cfg: DictConfig) -> tuple[int, int]:
     return workers, threads
 
 
+def study_steps(plan: StudyPlan, splits: MiaSplits | None) -> list[Step]:
+    """The plan's steps, then the repeated splits' trainings, exports and audits (`experiment=mia_splits`)."""
+    return plan.steps() + (split_steps(plan, splits) if splits else [])
+
+
 def run_study(cfg: DictConfig) -> dict:
     start = time.perf_counter()
     plan = build_plan(cfg)
     _check_efficiency_counts(cfg, plan, _check_real_data(plan.real_data))
     out = plan.out
-    steps = plan.steps()
+    splits = MiaSplits.from_config(cfg.study.get("mia_splits"))
+    steps = study_steps(plan, splits)
     workers, threads = _parallelism(cfg)
     check_writable(out, "study.out_dir")  # a file in the way fails in one line, not in mkdir
     out.mkdir(parents=True, exist_ok=True)
@@ -243,6 +250,8 @@ def run_study(cfg: DictConfig) -> dict:
     _check_identity(out, identity, record=False)  # an unrelated folder is refused before the lock is put in it
     with study_lock(out):
         _check_identity(out, identity)  # again: another study may have started here meanwhile
+        if splits:  # the repeated splits' data folders, before any step reads them
+            write_splits(out, plan.real_data, splits)
         return _run_locked(cfg, plan, steps, workers, threads, start)
 
 

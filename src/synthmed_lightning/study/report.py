@@ -21,6 +21,7 @@ from synthmed_lightning.metrics.segmentation import METRIC_NAMES
 from synthmed_lightning.study.efficiency import (SUMMARY_METRICS, efficiency_markdown, efficiency_plot,
                                                 efficiency_results, summarize)
 from synthmed_lightning.study.fidelity import frechet_to_real, kl_to_real, painter_fidelity
+from synthmed_lightning.study.mia_splits import MiaSplits, mia_splits_results
 from synthmed_lightning.study.plan import (COUNTED, EXPORT_LABELS, HOLDS_REAL_DATA, SYNTHETIC, StudyPlan, Step,
                                            seed_suffix)
 from synthmed_lightning.utils import write_json
@@ -37,7 +38,8 @@ DECOMPOSITION = (("Stage II (the painter)", "real", "stage2_real_masks"),
                  ("Stage I (the masks)", "stage2_real_masks", "dual_gan"))
 _TILE_HEIGHT = 160
 # What results.json keeps of each audit.json (the rest, e.g. the worst cases, stays in the audit's run).
-_PRIVACY_KEYS = ("near_copies", "mia_auc", "feature_encoder", "spaces")
+_PRIVACY_KEYS = ("near_copies", "mia_auc", "mia_auc_calibrated", "feature_encoder", "spaces", "synthetic_count",
+                 "train_count", "holdout_count", "real_data_source", "positive_controls_detected")
 
 
 def _read_json(path: Path) -> dict:
@@ -232,6 +234,84 @@ def _seeded_table(results: dict) -> list[str]:
     return lines
 
 
+def privacy_results(out: Path, exports) -> dict:
+    """{export: what results.json keeps of its audit} for the exports whose `audit_<export>` step finished."""
+    audits = {c: _read_json(out / "runs" / f"audit_{c}" / "audit.json") for c in exports}
+    return {c: {k: a[k] for k in _PRIVACY_KEYS if k in a} for c, a in audits.items() if a}
+
+
+def _auc(attack: dict | None) -> str:
+    """`AUC [low, high]` of a membership attack (`–` without one)."""
+    if not attack or attack.get("auc") is None:
+        return "–"
+    low, high = attack.get("auc_ci95") or (None, None)
+    return f"{attack['auc']:.3f}" + (f" [{low:.2f}, {high:.2f}]" if low is not None else "")
+
+
+def _tpr(attack: dict | None) -> str:
+    rates = (attack or {}).get("tpr_at_fpr") or {}
+    return " / ".join(f"{v:.2f}" for v in rates.values()) or "–"
+
+
+def _positive_controls(controls: list[dict] | None) -> str:
+    """`1%: yes (2/2 flagged)` per positive control: detected, and how many planted copies were near copies."""
+    return "; ".join(f"{c['fraction']:.0%}: {'yes' if c['detected'] else '**no**'} "
+                     f"({c['planted_flagged']}/{c['planted']} flagged)" for c in controls or []) or "–"
+
+
+def privacy_markdown(privacy: dict, splits: dict | None = None) -> list[str]:
+    """The report's privacy section: per export and space, near copies against the held-out images'
+    false alarms, the raw and calibrated membership attacks (AUC with its 95 % interval, TPR at low
+    FPR) and the controls' readings; DP guarantees; the repeated-split analysis (docs/privacy.md)."""
+    lines = ["", "## Privacy audit", "",
+             "Per export and feature space (docs/privacy.md): near copies among the synthetic images, beside the "
+             "held-out real images that pass the same test (false alarms); the membership attack's AUC with its "
+             "bootstrap 95 % interval, raw (distance to the nearest synthetic image) and calibrated (relative to "
+             "the image's nearest real neighbour), and the calibrated attack's true-positive rate at 1 % / 10 % "
+             "false positives; the negative control (held-out images standing in for the export: no member) and "
+             "whether the export's calibrated AUC lies within its interval; the positive controls (the export "
+             "with 1 / 5 / 20 % of it replaced by perturbed training images): detected, and how many of the "
+             "planted copies were near copies.", "",
+             "| export | space | near copies | held-out false alarms | AUC raw | AUC calibrated | TPR 1 % / 10 % | "
+             "negative control | export vs negative | positive controls |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for export, audit in privacy.items():
+        for space, r in (audit.get("spaces") or {}).items():
+            negative = r.get("negative_control") or {}
+            lines.append(f"| {export} | {space} | {r.get('near_copies', '–')} of {audit.get('synthetic_count', '–')} | "
+                         f"{r.get('holdout_near_copies', '–')} of {audit.get('holdout_count', '–')} | "
+                         f"{_auc(r.get('raw') or {'auc': r.get('mia_auc'), 'auc_ci95': r.get('mia_auc_ci95')})} | "
+                         f"{_auc(r.get('calibrated'))} | {_tpr(r.get('calibrated'))} | {_auc(negative.get('calibrated'))} | "
+                         f"{r.get('calibrated_vs_negative', '–')} | {_positive_controls(r.get('positive_controls'))} |")
+    encoders = {audit["feature_encoder"] for audit in privacy.values() if audit.get("feature_encoder")}
+    lines += ["", *(f"Feature space: {e}." for e in sorted(encoders))] if encoders else []
+    guarantees = {export: audit["dp"] for export, audit in privacy.items() if audit.get("dp")}
+    if guarantees:
+        lines += ["", "| export | DP epsilon (total) | delta (total) |", "|---|---|---|"]
+        lines += [f"| {export} | {_fmt(g.get('epsilon_total'))} | {_fmt(g.get('delta_total'))} |"
+                  for export, g in guarantees.items()]
+        lines += ["", "`–`: no guarantee for the export as a whole (a stage without DP, or real data in it)."]
+    if splits:
+        lines += _splits_markdown(splits)
+    return lines
+
+
+def _splits_markdown(splits: dict) -> list[str]:
+    """The repeated-split analysis (`experiment=mia_splits`): per space and attack, the pooled and the
+    self-compared AUC, and each image's mean score gap between its member and held-out runs."""
+    lines = ["", f"### Repeated splits ({splits.get('finished', 0)} of {splits['runs']} runs finished, pool "
+             f"`{splits['pool']}`)", "",
+             "Each image is a member in half the runs; `self` compares its scores with its own scores in the runs "
+             "it was held out of, `pooled` is the ordinary attack over all runs.", "",
+             "| space | attack | AUC pooled | AUC self | TPR 1 % / 10 % (self) | mean gap [95 %] | images scoring higher as members |",
+             "|---|---|---|---|---|---|---|"]
+    for space in ("pixel", "feature"):
+        for attack, r in (splits.get(space) or {}).items():
+            gap = r["gap"]
+            lines.append(f"| {space} | {attack} | {_auc(r['pooled'])} | {_auc(r['self'])} | {_tpr(r['self'])} | "
+                         f"{gap['mean']:.3f} [{gap['ci95'][0]:.3f}, {gap['ci95'][1]:.3f}] | {gap['share_positive']:.0%} |")
+    return lines
+
+
 def markdown(results: dict, figures: dict[str, Path], out: Path) -> str:
     seg = results["segmentation"]
     lines = [f"# Synthetic vs real: {results['dataset']}, profile `{results['profile']}`", "",
@@ -282,8 +362,8 @@ def markdown(results: dict, figures: dict[str, Path], out: Path) -> str:
                       "| anatomy | samples | real masks | relative difference |", "|---|---|---|---|"]
             lines += [f"| {k} | {_fmt(s.get('anatomy/' + k))} | {_fmt(s.get('anatomy_real/' + k))} | "
                       f"{_fmt(s.get('anatomy_vs_real/' + k))} |" for k in anatomy]
-    if results.get("privacy"):
-        lines += ["", "## Privacy audit", "", "```json", json.dumps(results["privacy"], indent=2), "```"]
+    if results.get("privacy") or results.get("mia_splits"):
+        lines += privacy_markdown(results.get("privacy", {}), results.get("mia_splits"))
     if results.get("synthetic_count"):
         lines += ["", "## Number of synthetic pairs", "", "| pairs | f1_vessel |", "|---|---|"]
         lines += [f"| {n} | {_fmt(f)} |" for n, f in sorted(results["synthetic_count"].items(), key=lambda kv: int(kv[0]))]
@@ -323,11 +403,14 @@ def write_report(cfg: DictConfig, plan: StudyPlan, steps: list[Step], timing: di
     if stage1:
         results["stage1"] = {k.removeprefix("val/"): v for k, v in stage1.items() if k.startswith("val/")}
         results["stage1"].update({k: v for k, v in stage1.items() if k.startswith("anatomy")})
-    audits = {c: _read_json(out / "runs" / f"audit_{c}" / "audit.json") for c in plan.exports}
-    if any(audits.values()):
-        results["privacy"] = {c: {k: a[k] for k in _PRIVACY_KEYS if k in a} for c, a in audits.items() if a}
+    privacy = privacy_results(out, plan.exports)
+    if privacy:
+        results["privacy"] = privacy
     for condition, guarantee in dp_guarantees(out).items():
         results.setdefault("privacy", {}).setdefault(condition, {})["dp"] = guarantee
+    splits = MiaSplits.from_config(cfg.study.get("mia_splits"))
+    if splits:
+        results["mia_splits"] = mia_splits_results(out, splits)
     # Without the real row and without exports that hold real masks: publishable where the data's licence forbids copies.
     samples_figure(None, {c: s for c, s in exports.items() if c not in HOLDS_REAL_DATA},
                    out / "figures" / "samples_synthetic_only.png")

@@ -20,6 +20,7 @@ def test_unknown_data_model_and_profile():
     assert_one_line_error(run_cli("model=unet3d"), "unknown model 'unet3d'", "segmenter")
     assert_one_line_error(run_cli("profile=fast"), "unknown profile 'fast'", "smoke")
     assert_one_line_error(run_cli("privacy=dpsgd"), "unknown privacy 'dpsgd'", "dp, none")
+    assert_one_line_error(run_cli("hparams_search=segmnt"), "unknown hparams_search 'segmnt'", "segment_optuna")
 
 
 def test_missing_dataset_root(tmp_path):

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from synthmed_lightning.config import (GROUPS, check_command_line, check_settings_exist, group_options, plain_overrides,
                                        register_configs, validate)
 from synthmed_lightning.console import quiet_known_noise, show_config, uses_wandb
-from synthmed_lightning.errors import UserError
+from synthmed_lightning.errors import ConfigError, UserError
 from synthmed_lightning.resources import config_dir
 
 
@@ -31,7 +31,7 @@ def _fail(error: Exception | str) -> None:
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
-def _hydra_main(cfg: DictConfig) -> dict | None:
+def _hydra_main(cfg: DictConfig) -> dict | float | None:
     from synthmed_lightning.stages import run_stage
 
     quiet_known_noise(uses_wandb=uses_wandb(cfg))  # here, not in main(): a launcher's job runs only this
@@ -39,13 +39,25 @@ def _hydra_main(cfg: DictConfig) -> dict | None:
     try:
         validate(cfg)
         show_config(cfg)
-        return run_stage(cfg)
+        return _objective(cfg, run_stage(cfg))
     except UserError as error:
         _fail(error)
     except OSError as error:
         if error.errno not in _DISK_ERRORS:
             raise
         _fail(f"{error.filename or 'the run directory'}: {error.strerror} (files written before are kept)")
+
+
+def _objective(cfg: DictConfig, metrics: dict | None) -> dict | float | None:
+    """The task function's return: the stage's metrics, or, where `optimized_metric` is set (by
+    `hparams_search=<name>`), that one metric as a float, which Hydra's Optuna sweeper optimises."""
+    name = cfg.get("optimized_metric")
+    if not name:
+        return metrics
+    if not metrics or name not in metrics:
+        raise ConfigError(f"optimized_metric={name}: stage={cfg.stage} reported no such metric "
+                          f"(it reported: {', '.join(sorted(metrics or {})) or 'none'})")
+    return float(metrics[name])
 
 
 def _log_once_through_hydra() -> None:

@@ -82,7 +82,7 @@ def check_command_line(arguments: list[str]) -> None:
         if key in OUTPUT_SETTINGS and value and "$" not in value:
             check_writable(value, key)
         match = re.fullmatch(r"\+{0,2}(\w+)=(.*)", argument)
-        if not match or match.group(1) not in (*GROUPS, "experiment"):
+        if not match or match.group(1) not in (*GROUPS, "experiment", "hparams_search"):
             continue
         group, values = match.groups()
         for value in values.split(","):  # multirun sweeps: stage=segment,evaluate

@@ -54,6 +54,20 @@ def overlay_prediction(rgb: np.ndarray, pred: np.ndarray, mask: np.ndarray | Non
     return out
 
 
+def overlay_legend(height: int = 24) -> np.ndarray:
+    """A white RGB strip (height, W, 3) naming `overlay_prediction`'s colours, to go under its pictures."""
+    entries = (("true positive", TP_COLOUR), ("false positive", FP_COLOUR), ("missed vessel", FN_COLOUR))
+    font, scale, box = cv2.FONT_HERSHEY_SIMPLEX, 0.45, height - 10
+    widths = [box + 6 + cv2.getTextSize(label, font, scale, 1)[0][0] + 14 for label, _ in entries]
+    strip = np.full((height, 6 + sum(widths), 3), 255, np.uint8)
+    x = 6
+    for (label, colour), width in zip(entries, widths):
+        cv2.rectangle(strip, (x, 5), (x + box, 5 + box), colour, thickness=-1)
+        cv2.putText(strip, label, (x + box + 6, height - 7), font, scale, (0, 0, 0), 1, cv2.LINE_AA)
+        x += width
+    return strip
+
+
 def image_grid(images: list[np.ndarray], columns: int = 4, pad: int = 2) -> np.ndarray:
     """Tile equally sized uint8 images (greyscale or RGB) into one RGB grid."""
     if not images:

@@ -10,7 +10,8 @@ class StepTimer(L.Callback):
     """Wall time of each training batch after `warmup` batches: `step` from batch start to end (the
     training step: forward, backward, optimizer, logging) and `batch` from one batch end to the next
     (the step plus data loading; validation and checkpointing fall in a few of these, hence medians).
-    For the GAN stages a batch is one generator iteration (a D and a G step)."""
+    For the GAN stages a batch is one generator iteration (a D and a G step). Lightning's
+    ThroughputMonitor does not replace it: docs/design.md, "Hand-written code that stays, and why"."""
 
     def __init__(self, warmup: int = 5):
         self.warmup = warmup

@@ -4,7 +4,8 @@
   disjoint halves of the real training set (~0.38 nats on DRIVE) and of training vs test.
 * Fréchet distance in the trained real-data U-Net's bottleneck features, on random tiles inside
   the FOV; every set contributes the same number of images (the distance is biased by N), and
-  the control is real training vs real test images.
+  the control is real training vs real test images. KID on the same features beside it: unbiased,
+  so it does not depend on N as the Fréchet distance does.
 * Painter fidelity: whether Stage II's paintings carry the vessels they were given, thin ones
   included, as the real-data U-Net sees them (`painter_fidelity`).
 """
@@ -16,7 +17,7 @@ import torch
 from synthmed_lightning.checkpoints import load_module
 from synthmed_lightning.data.sample import Sample
 from synthmed_lightning.data.transforms import DEFAULT_PREPROCESS, preprocess, to_tensor_layout
-from synthmed_lightning.metrics.distribution import frechet_distance, intensity_kl
+from synthmed_lightning.metrics.distribution import frechet_distance, intensity_kl, kernel_distance
 
 _MAX_TILE = 128
 
@@ -68,10 +69,11 @@ class TileFeatures:
         return torch.cat(features).numpy()
 
 
-def frechet_to_real(segment_ckpt: str, real: list[Sample], others: dict[str, list[Sample]],
-                    test: list[Sample] | None = None, tiles_per_image: int = 16) -> dict[str, float]:
-    """{name: Fréchet distance to `real`} on as many images of each set as `real` has (at most),
-    plus `real_test` (real training vs real test images) as the reference."""
+def feature_distances_to_real(segment_ckpt: str, real: list[Sample], others: dict[str, list[Sample]],
+                              test: list[Sample] | None = None, tiles_per_image: int = 16) -> dict[str, dict[str, float]]:
+    """{"frechet": {name: Fréchet distance to `real`}, "kid": {name: KID to `real`}} on as many images
+    of each set as `real` has (at most), plus `real_test` (real training vs real test images) as the
+    reference. Each set's features are computed once for both measures."""
     features = TileFeatures(segment_ckpt, tiles_per_image)
     n = len(real)
     sets = {name: samples[:n] for name, samples in others.items()}
@@ -79,7 +81,13 @@ def frechet_to_real(segment_ckpt: str, real: list[Sample], others: dict[str, lis
         sets["real_test"] = test[:n]
     tile = features._tile_size([*real, *[s for v in sets.values() for s in v]])
     reference = features(real, tile)
-    return {name: frechet_distance(reference, features(samples, tile)) for name, samples in sets.items() if samples}
+    out = {"frechet": {}, "kid": {}}
+    for name, samples in sets.items():
+        if samples:
+            other = features(samples, tile)
+            out["frechet"][name] = frechet_distance(reference, other)
+            out["kid"][name] = kernel_distance(reference, other)
+    return out
 
 
 def thin_vessels(mask: np.ndarray) -> np.ndarray:

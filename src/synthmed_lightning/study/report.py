@@ -20,12 +20,12 @@ from synthmed_lightning.data.readers import read_dataset
 from synthmed_lightning.metrics.segmentation import METRIC_NAMES
 from synthmed_lightning.study.efficiency import (SUMMARY_METRICS, efficiency_markdown, efficiency_plot,
                                                 efficiency_results, summarize)
-from synthmed_lightning.study.fidelity import frechet_to_real, kl_to_real, painter_fidelity
+from synthmed_lightning.study.fidelity import feature_distances_to_real, kl_to_real, painter_fidelity
 from synthmed_lightning.study.mia_splits import MiaSplits, mia_splits_results
 from synthmed_lightning.study.plan import (COUNTED, EXPORT_LABELS, HOLDS_REAL_DATA, SYNTHETIC, StudyPlan, Step,
                                            seed_suffix)
 from synthmed_lightning.utils import write_json
-from synthmed_lightning.visualize import image_grid, save_png
+from synthmed_lightning.visualize import image_grid, overlay_legend, save_png
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,10 @@ RATIO = ("ratio_dual_over_real", "dual_gan", "real")
 DECOMPOSITION = (("Stage II (the painter)", "real", "stage2_real_masks"),
                  ("Stage I (the masks)", "stage2_real_masks", "dual_gan"))
 _TILE_HEIGHT = 160
+# Stage I statistics that count things (components, junctions, skeleton pixels): shown as counts, not metrics.
+_COUNTS = ("components", "branch_points", "end_points", "skeleton_length")
+# timing_s's whole-study entry (stages/study.py): shown as one line, not as a step.
+_STUDY_WALL = "study_wall_s"
 # What results.json keeps of each audit.json (the rest, e.g. the worst cases, stays in the audit's run).
 _PRIVACY_KEYS = ("near_copies", "mia_auc", "mia_auc_calibrated", "feature_encoder", "spaces", "synthetic_count",
                  "train_count", "holdout_count", "real_data_source", "positive_controls_detected")
@@ -63,6 +67,13 @@ def dp_guarantees(out: Path) -> dict:
     return guarantees
 
 
+def _ratio(numerator: float | None, denominator: float | None) -> float | None:
+    """numerator / denominator, None without either or with a zero denominator (a zero numerator is a ratio of 0)."""
+    if numerator is None or denominator is None or denominator == 0:
+        return None
+    return numerator / denominator
+
+
 def segmentation_results(out: Path, names: list[str]) -> dict[str, dict[str, float]]:
     results = {}
     for name in names:
@@ -86,9 +97,9 @@ def seed_results(out: Path, names: list[str], seed: int | None, seeds: tuple[int
                             for m in SUMMARY_METRICS}
     summary = {"seeds": list(labelled), "conditions": conditions}
     key, numerator, denominator = RATIO
-    means = [conditions.get(c, {}).get("f1_vessel", {}).get("mean") for c in (numerator, denominator)]
-    if means[0] is not None and means[1]:
-        summary[key] = means[0] / means[1]
+    ratio = _ratio(*(conditions.get(c, {}).get("f1_vessel", {}).get("mean") for c in (numerator, denominator)))
+    if ratio is not None:
+        summary[key] = ratio
     return summary
 
 
@@ -108,12 +119,12 @@ def read_exports(plan: StudyPlan) -> dict[str, list]:
 
 
 def fidelity(plan: StudyPlan, real: list, exports: dict[str, list], tiles_per_image: int) -> dict:
-    """KL and Fréchet distances of every synthetic export to the real training images."""
+    """KL, Fréchet and kernel (KID) distances of every synthetic export to the real training images."""
     test = read_dataset(plan.real_data, "test")
     out = {"kl": kl_to_real(real, exports, test)}
     checkpoint = plan.out / "runs" / "segment_real" / "checkpoints" / "best.ckpt"
     if checkpoint.is_file():
-        out["frechet"] = frechet_to_real(str(checkpoint), real, exports, test, tiles_per_image)
+        out.update(feature_distances_to_real(str(checkpoint), real, exports, test, tiles_per_image))
     return out
 
 
@@ -158,7 +169,10 @@ def overlays_figure(out: Path, names: list[str], path: Path) -> Path | None:
             tiles.append(_labelled_row(name, [_tile(image)]))
     if not tiles:
         return None
-    save_png(path, image_grid(tiles, columns=len(tiles)))
+    grid, legend = image_grid(tiles, columns=len(tiles)), overlay_legend()
+    width = max(grid.shape[1], legend.shape[1])
+    save_png(path, np.concatenate([np.pad(a, ((0, 0), (0, width - a.shape[1]), (0, 0)), constant_values=255)
+                                   for a in (grid, legend)]))
     return path
 
 
@@ -201,6 +215,35 @@ def _fmt(value) -> str:
     return str(value)
 
 
+def _count(value) -> str:
+    """An integer as it is, a mean of counts with one decimal."""
+    if isinstance(value, int) or value is None:
+        return _fmt(value)
+    return f"{value:.1f}" if math.isfinite(value) else "–"
+
+
+def _stat(key: str, value) -> str:
+    return _count(value) if key in _COUNTS else _fmt(value)
+
+
+def _comparable(results: dict) -> bool:
+    """Whether the paper's figures (DRIVE, full training) may stand beside the results."""
+    return results["profile"] != "smoke" and results["dataset"] == "DRIVE"
+
+
+def _not_comparable_line(results: dict) -> list[str]:
+    """One line at the top of the results when they are not comparable with the paper (else none)."""
+    if _comparable(results):
+        return []
+    if results["profile"] == "smoke":
+        why = (f"profile `smoke` on {results['dataset']} only checks that the pipeline runs; "
+               "its numbers say nothing about the method")
+    else:
+        why = f"these are {results['dataset']} results, the paper's are DRIVE's"
+    paper = ", ".join(f"{name} {f1:.4f}" for name, f1 in PAPER["f1"].items())
+    return [f"**Not comparable with the paper:** {why} (paper, DRIVE test F1: {paper}; ratio 0.988).", ""]
+
+
 def _spread(summary: dict | None) -> str:
     """`mean ± std (n)` of a summary over seeds (`–` without a value)."""
     if not summary or summary.get("mean") is None:
@@ -211,17 +254,18 @@ def _spread(summary: dict | None) -> str:
 
 def _seeded_table(results: dict) -> list[str]:
     """The main table over seeds: mean ± sample std (n) of each condition, then each seed's f1_vessel."""
-    seeds = results["seeds"]
+    seeds, paper = results["seeds"], _comparable(results)
     lines = [f"Mean ± sample std over seeds (n runs) {', '.join(map(str, seeds['seeds']))}; the sections below "
              "use the study's own seed.", "",
-             "| condition | f1_vessel | f1_macro | AUC | specificity | paper F1 |", "|---|---|---|---|---|---|"]
+             "| condition | f1_vessel | f1_macro | AUC | specificity |" + (" paper F1 |" if paper else ""),
+             "|---|---|---|---|---|" + ("---|" if paper else "")]
     for name, values in seeds["conditions"].items():
-        lines.append(f"| {name} | {' | '.join(_spread(values.get(m)) for m in SUMMARY_METRICS)} | "
-                     f"{_fmt(PAPER['f1'].get(name))} |")
+        lines.append(f"| {name} | {' | '.join(_spread(values.get(m)) for m in SUMMARY_METRICS)} |"
+                     + (f" {_fmt(PAPER['f1'].get(name))} |" if paper else ""))
     if results.get("observer"):
         o = results["observer"]
         lines.append(f"| 2nd human observer | {_fmt(o.get('f1_vessel'))} | {_fmt(o.get('f1_macro'))} | – | "
-                     f"{_fmt(o.get('specificity'))} | – |")
+                     f"{_fmt(o.get('specificity'))} |" + (" – |" if paper else ""))
     lines += ["", "f1_vessel per seed:", "", "| condition | " + " | ".join(map(str, seeds["seeds"])) + " |",
               "|---|" + "---|" * len(seeds["seeds"])]
     for name, values in seeds["conditions"].items():
@@ -229,8 +273,9 @@ def _seeded_table(results: dict) -> list[str]:
         lines.append(f"| {name} | " + " | ".join(_fmt(per_seed.get(str(s))) for s in seeds["seeds"]) + " |")
     if seeds.get("ratio_dual_over_real") is not None:
         alone = results.get("ratio_dual_over_real")
+        alone = "–" if alone is None else f"{alone:.3f}"
         lines += ["", f"Ratio dual GAN / real, f1_vessel means: **{seeds['ratio_dual_over_real']:.3f}** "
-                  f"(study's seed alone: {'–' if alone is None else f'{alone:.3f}'}; paper: 0.988)."]
+                  f"(study's seed alone: {alone}{'; paper: 0.988' if paper else ''})."]
     return lines
 
 
@@ -316,20 +361,25 @@ def markdown(results: dict, figures: dict[str, Path], out: Path) -> str:
     seg = results["segmentation"]
     lines = [f"# Synthetic vs real: {results['dataset']}, profile `{results['profile']}`", "",
              "U-Net trained on each condition with the same budget, tested on the real test split "
-             "(inside the FOV, native resolution). Paper: Guibas, Virdi & Li (2017).", ""]
+             "(inside the FOV, native resolution). Paper: Guibas, Virdi & Li (2017).", "",
+             *_not_comparable_line(results)]
+    paper = _comparable(results)
     if len(results.get("seeds", {}).get("seeds", [])) > 1:
         lines += _seeded_table(results)
     else:
-        lines += ["| condition | f1_vessel | f1_macro | AUC | accuracy | paper F1 |", "|---|---|---|---|---|---|"]
+        lines += ["| condition | f1_vessel | f1_macro | AUC | accuracy |" + (" paper F1 |" if paper else ""),
+                  "|---|---|---|---|---|" + ("---|" if paper else "")]
         for name, values in seg.items():
             lines.append(f"| {name} | {_fmt(values.get('f1_vessel'))} | {_fmt(values.get('f1_macro'))} | "
-                         f"{_fmt(values.get('auc'))} | {_fmt(values.get('accuracy'))} | {_fmt(PAPER['f1'].get(name))} |")
+                         f"{_fmt(values.get('auc'))} | {_fmt(values.get('accuracy'))} |"
+                         + (f" {_fmt(PAPER['f1'].get(name))} |" if paper else ""))
         if results.get("observer"):
             o = results["observer"]
             lines.append(f"| 2nd human observer | {_fmt(o.get('f1_vessel'))} | {_fmt(o.get('f1_macro'))} | – | "
-                         f"{_fmt(o.get('accuracy'))} | – |")
+                         f"{_fmt(o.get('accuracy'))} |" + (" – |" if paper else ""))
         if results.get("ratio_dual_over_real") is not None:
-            lines += ["", f"Ratio dual GAN / real, f1_vessel: **{results['ratio_dual_over_real']:.3f}** (paper: 0.988)."]
+            lines += ["", f"Ratio dual GAN / real, f1_vessel: **{results['ratio_dual_over_real']:.3f}**"
+                      + (" (paper: 0.988)." if paper else ".")]
     if results.get("decomposition"):
         lines += ["", "## Which stage costs what", "", "Each row compares two conditions that differ by one stage "
                   "(`stage2_real_masks`: Stage II painting the real training masks).", "",
@@ -345,22 +395,25 @@ def markdown(results: dict, figures: dict[str, Path], out: Path) -> str:
         for name, values in results["painter_fidelity"].items():
             lines.append(f"| {name} | {_fmt(values['f1_vessel'])} | {_fmt(values['specificity'])} | "
                          f"{_fmt(values['recall_thin'])} | {_fmt(values['recall_thick'])} |")
-    lines += ["", "## Fidelity", "", "| set | KL(real ‖ set), nats | Fréchet (U-Net features) | paper KL |", "|---|---|---|---|"]
-    kl, fd = results.get("kl", {}), results.get("frechet", {})
+    lines += ["", "## Fidelity", "", "| set | KL(real ‖ set), nats | Fréchet (U-Net features) | KID (U-Net features) |"
+              + (" paper KL |" if paper else ""), "|---|---|---|---|" + ("---|" if paper else "")]
+    kl, fd, kid = results.get("kl", {}), results.get("frechet", {}), results.get("kid", {})
     for name in sorted(set(kl) | set(fd)):
-        lines.append(f"| {name} | {_fmt(kl.get(name))} | {_fmt(fd.get(name))} | {_fmt(PAPER['kl'].get(name))} |")
+        lines.append(f"| {name} | {_fmt(kl.get(name))} | {_fmt(fd.get(name))} | {_fmt(kid.get(name))} |"
+                     + (f" {_fmt(PAPER['kl'].get(name))} |" if paper else ""))
     lines += ["", "`real_subset`: two disjoint halves of the real training set; `real_test`: real training vs test "
-              "images. KL sees intensity histograms only; the Fréchet distance sees vessel-scale structure."]
+              "images. KL sees intensity histograms only; the Fréchet distance and KID see vessel-scale structure (KID is "
+              "unbiased at these small sample sizes and can read slightly below 0)."]
     if results.get("stage1"):
         s = results["stage1"]
         lines += ["", "## Stage I samples", "", "| statistic | samples | real masks |", "|---|---|---|"]
         for key in ("vessel_fraction", "pairwise_iou", "copy_iou_max", "components"):
-            lines.append(f"| {key} | {_fmt(s.get(key))} | {_fmt(s.get('real_' + key))} |")
+            lines.append(f"| {key} | {_stat(key, s.get(key))} | {_stat(key, s.get('real_' + key))} |")
         anatomy = [k.removeprefix("anatomy/") for k in s if k.startswith("anatomy/")]
         if anatomy:
             lines += ["", "At the training images' native size (as exported), per mask:", "",
                       "| anatomy | samples | real masks | relative difference |", "|---|---|---|---|"]
-            lines += [f"| {k} | {_fmt(s.get('anatomy/' + k))} | {_fmt(s.get('anatomy_real/' + k))} | "
+            lines += [f"| {k} | {_stat(k, s.get('anatomy/' + k))} | {_stat(k, s.get('anatomy_real/' + k))} | "
                       f"{_fmt(s.get('anatomy_vs_real/' + k))} |" for k in anatomy]
     if results.get("privacy") or results.get("mia_splits"):
         lines += privacy_markdown(results.get("privacy", {}), results.get("mia_splits"))
@@ -374,8 +427,11 @@ def markdown(results: dict, figures: dict[str, Path], out: Path) -> str:
                        ("F1 against the number of synthetic pairs", "synthetic_count")):
         if figures.get(key):
             lines += ["", f"## {title}", "", f"![{key}]({figures[key].relative_to(out)})"]
-    lines += ["", "## Wall time", "", "| step | time |", "|---|---|"]
-    lines += [f"| {k} | {v / 60:.1f} min |" for k, v in results["timing_s"].items()]
+    timing = dict(results["timing_s"])
+    wall = timing.pop(_STUDY_WALL, None)
+    lines += ["", "## Wall time", "", *([f"Study wall time: {wall / 60:.1f} min.", ""] if wall is not None else []),
+              "| step | time |", "|---|---|"]
+    lines += [f"| {k} | {v / 60:.1f} min |" for k, v in timing.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -388,8 +444,9 @@ def write_report(cfg: DictConfig, plan: StudyPlan, steps: list[Step], timing: di
     results = {"profile": cfg.profile.name, "dataset": plan.real_data["name"].upper(), "segmentation": seg,
                **fidelity(plan, real, exports, int(cfg.study.fidelity_tiles)), "timing_s": timing}
     key, numerator, denominator = RATIO
-    if seg.get(denominator, {}).get("f1_vessel") and seg.get(numerator, {}).get("f1_vessel") is not None:
-        results[key] = seg[numerator]["f1_vessel"] / seg[denominator]["f1_vessel"]
+    ratio = _ratio(*(seg.get(c, {}).get("f1_vessel") for c in (numerator, denominator)))
+    if ratio is not None:
+        results[key] = ratio
     if decomposition(seg):
         results["decomposition"] = decomposition(seg)
     painter, segmenter = out / "runs" / "train_image" / "checkpoints" / "last.ckpt", out / "runs" / "segment_real" / "checkpoints" / "best.ckpt"
@@ -452,7 +509,8 @@ def log_to_wandb(cfg: DictConfig, plan: StudyPlan, results: dict, figures: dict[
         table.add_data(name, *[values.get(k) for k in METRIC_NAMES])
     run.log({"results": table, **{f"figures/{k}": wandb.Image(str(p)) for k, p in figures.items() if p},
              **{f"kl/{k}": v for k, v in results.get("kl", {}).items()},
-             **{f"frechet/{k}": v for k, v in results.get("frechet", {}).items()}})
+             **{f"frechet/{k}": v for k, v in results.get("frechet", {}).items()},
+             **{f"kid/{k}": v for k, v in results.get("kid", {}).items()}})
     for condition in finished_exports(plan):
         export = plan.export_dir(condition)
         manifest = _read_json(export / "manifest.json")

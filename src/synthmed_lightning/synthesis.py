@@ -75,7 +75,9 @@ class Painter:
 
 
 class DualGenerator:
-    """Stage I masks painted by Stage II."""
+    """Stage I masks painted by Stage II. The masks come at the export size from
+    `MaskGAN.generate_native`: drawn by Stage I's refiner when the checkpoint has one, else the
+    square samples mapped back with `from_square`."""
 
     mode = "dual"
 
@@ -87,13 +89,9 @@ class DualGenerator:
         self.train_fov_diameter = self.painter.train_fov_diameter
 
     def __call__(self, indices: range, seeds: list[int], height: int, width: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        masks, fovs = [], []
-        for seed in seeds:
-            sample = self.mask_gan.generate(1, seed)
-            masks.append(from_square(_binary(sample["mask"]), height, width, binary=True))
-            fovs.append(from_square(_binary(sample["fov"]), height, width, binary=True))
-        fov = np.stack(fovs)
-        mask = np.stack(masks) & fov
+        samples = [self.mask_gan.generate_native(1, seed, height, width) for seed in seeds]
+        fov = np.concatenate([sample["fov"] for sample in samples])
+        mask = np.concatenate([sample["mask"] for sample in samples]) & fov
         return list(zip(self.painter(mask, fov, seeds), mask, fov))
 
 

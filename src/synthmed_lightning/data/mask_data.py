@@ -9,6 +9,12 @@ far below native size linear sampling leaves thin vessels as dotted fragments). 
 maps a generated square back to a source size (the inverse of `to_square`), which is how
 synthetic sets reach the real resolution.
 
+With `native_crop` > 0 every training item also carries a pair of native-resolution crops for
+Stage I's mask refiner (`models/components/refiner.py`): `coarse_crop`, the training mask as the
+DCGAN sees it (squared, resized, thresholded) upsampled back to native size by `from_square`'s
+mapping, and `native_crop`, the real mask at the same place; flipped and turned by 90 degrees
+together.
+
 The FOV of generated samples is not generated: it is the pixelwise majority of the training FOVs
 at `image_size` (`MaskDataModule.fov`), a fixed disc for fundus cameras (see `GANModule`).
 """
@@ -64,6 +70,12 @@ def from_square(array: np.ndarray, height: int, width: int, binary: bool | None 
     return square[top: top + height, left: left + width]
 
 
+def coarse_to_native(mask: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(S, S) coarse mask in [0, 1] (thresholded or coverage) -> (height, width) float32 in [0, 1]: `from_square`'s geometry,
+    interpolated linearly and not thresholded (what Stage I's refiner reads)."""
+    return from_square(np.asarray(mask, np.float32), height, width, binary=False)
+
+
 def square_resize_image(image: np.ndarray, size: int) -> np.ndarray:
     square = to_square(image)
     interpolation = cv2.INTER_AREA if square.shape[0] > size else cv2.INTER_LINEAR
@@ -117,11 +129,13 @@ class WholeMaskDataset(Dataset):
     """
 
     def __init__(self, masks: np.ndarray, images: np.ndarray | None, length: int,
-                 augmentation: A.Compose | None = None):
+                 augmentation: A.Compose | None = None, native_pairs: list | None = None, native_crop: int = 0):
         self.masks = masks
         self.images = images
         self.length = length
         self.augmentation = augmentation
+        self.native_pairs = native_pairs  # per training item: (coarse mask upsampled, real mask) at native size
+        self.native_crop = native_crop
 
     def __len__(self) -> int:
         return self.length
@@ -146,7 +160,25 @@ class WholeMaskDataset(Dataset):
         item = {"mask": torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32) * 2 - 1)[None]}
         if image is not None:
             item["image"] = torch.from_numpy(to_tensor_layout(np.ascontiguousarray(image)))
+        if self.native_pairs is not None and self.native_crop:
+            # drawn after the whole item's augmentation: the GAN's items do not depend on it
+            item.update(native_crops(*self.native_pairs[k], self.native_crop, rng))
         return item
+
+
+def native_crops(coarse: np.ndarray, native: np.ndarray, size: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+    """A random `size` x `size` crop of a training mask at native size: "coarse_crop" (1, size, size)
+    float in [0, 1] and "native_crop" (1, size, size) float in {0, 1}, flipped and turned by a
+    multiple of 90 degrees together (a coarse pixel grid stays a pixel grid)."""
+    height, width = native.shape
+    top, left = int(rng.integers(height - size + 1)), int(rng.integers(width - size + 1))
+    turns, flip = int(rng.integers(4)), bool(rng.integers(2))
+    out = {}
+    for key, array in (("coarse_crop", coarse), ("native_crop", native)):
+        crop = np.rot90(array[top:top + size, left:left + size], turns)
+        crop = crop[:, ::-1] if flip else crop
+        out[key] = torch.from_numpy(np.ascontiguousarray(crop, dtype=np.float32))[None]
+    return out
 
 
 class _ReferenceSet(Dataset):
@@ -171,7 +203,8 @@ class MaskDataModule(L.LightningDataModule):
     config (`data=drive data.root=...`) works unchanged; it reads `name`, `root`, `reader`,
     `batch_size`, `augmentation`, `num_workers`, `pin_memory` from there, and `image_size`,
     `samples_per_epoch`, `rotate`, `mask_resize`, `mask_threshold`, `soft_masks`, `with_images` from the stage
-    config (`samples_per_epoch` only sets how often an epoch ends). The segmentation-only keys of
+    config (`samples_per_epoch` only sets how often an epoch ends), and `native_crop`, the side of the
+    refiner's native crops (0: none; see the module docstring). The segmentation-only keys of
     `_vessels.yaml` (patch_size, val_count, test, preprocess, fov_diameter, ...) are accepted and
     ignored: a GAN learns from every training image and is validated by sample statistics.
 
@@ -184,8 +217,8 @@ class MaskDataModule(L.LightningDataModule):
     def __init__(self, name: str, root: str | None = None, reader: dict | None = None, image_size: int = 64,
                  batch_size: int = 8, samples_per_epoch: int = 1024, augmentation: str = "default",
                  rotate: float = 10.0, mask_resize: str = "linear", mask_threshold: float = 0.5,
-                 soft_masks: bool = False, with_images: bool = False, num_workers: int | str = "auto",
-                 pin_memory: bool | str = "auto", **segmentation_only):
+                 soft_masks: bool = False, with_images: bool = False, native_crop: int = 0,
+                 num_workers: int | str = "auto", pin_memory: bool | str = "auto", **segmentation_only):
         super().__init__()
         self.source = dataset_spec(name, root, reader)
         self.image_size = check_image_size(image_size)
@@ -197,6 +230,7 @@ class MaskDataModule(L.LightningDataModule):
         self.mask_threshold = mask_threshold
         self.soft_masks = soft_masks
         self.with_images = with_images
+        self.native_crop = native_crop
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         mask_augmentation(augmentation, rotate)  # fail on a bad setting before reading any data
@@ -204,12 +238,15 @@ class MaskDataModule(L.LightningDataModule):
             raise ConfigError(f"data.mask_resize={mask_resize!r}: expected one of {', '.join(MASK_RESIZE_MODES)}")
         if not 0.0 < mask_threshold < 1.0:
             raise ConfigError(f"data.mask_threshold={mask_threshold}: must be between 0 and 1")
+        if isinstance(native_crop, bool) or not isinstance(native_crop, int) or native_crop < 0:
+            raise ConfigError(f"data.native_crop={native_crop}: must be a whole number of pixels (0: no refiner crops)")
         if samples_per_epoch < batch_size:
             raise ConfigError(f"data.samples_per_epoch={samples_per_epoch} must be at least data.batch_size={batch_size}")
         self.masks: np.ndarray | None = None   # (N, S, S) uint8 {0, 1}
         self.coverage: np.ndarray | None = None  # (N, S, S) float32 in [0, 1], with soft_masks
         self.fovs: np.ndarray | None = None    # (N, S, S) uint8 {0, 1}
         self.images: np.ndarray | None = None  # (N, S, S, 3) uint8 RGB
+        self.native_pairs: list | None = None  # with native_crop: (coarse upsampled, real mask) per item
         self.source_size: list[int] | None = None
         self.stems: list[str] = []
         self.poisson_sample_rate: float | None = None  # set for DP-SGD (privacy=dp): see make_train_loader
@@ -231,6 +268,24 @@ class MaskDataModule(L.LightningDataModule):
         self.stems = [s.stem for s in samples]
         # The masks at their own size, for statistics that need native resolution (thin vessels).
         self.native = [(s.mask > 0, s.fov > 0) for s in samples]
+        if self.native_crop:
+            self.native_pairs = self._native_pairs()
+
+    def _native_pairs(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per training item (coarse mask upsampled to native size float32, real mask uint8): what the
+        refiner learns to map, the first through exactly the degradation the DCGAN's data went through."""
+        smallest = min(min(mask.shape) for mask, _ in self.native)
+        if self.native_crop > smallest:
+            raise ConfigError(f"data.native_crop={self.native_crop} is larger than the smallest training mask "
+                              f"({smallest} px): lower profile.mask.refiner_crop")
+        return [(coarse_to_native(coarse, *mask.shape), mask.astype(np.uint8))
+                for coarse, (mask, _) in zip(self.coarse_masks(), self.native)]
+
+    def coarse_masks(self) -> np.ndarray:
+        """(N, S, S) the training masks as the GAN learns them: the coverage with `soft_masks`, else
+        thresholded."""
+        self.prepare()
+        return self.coverage if self.soft_masks else self.masks
 
     def setup(self, stage: str | None = None) -> None:
         self.prepare()
@@ -251,9 +306,8 @@ class MaskDataModule(L.LightningDataModule):
         return out
 
     def train_dataloader(self) -> DataLoader:
-        masks = self.coverage if self.soft_masks else self.masks
-        dataset = WholeMaskDataset(masks, self.images, self.samples_per_epoch,
-                                   mask_augmentation(self.augmentation, self.rotate))
+        dataset = WholeMaskDataset(self.coarse_masks(), self.images, self.samples_per_epoch,
+                                   mask_augmentation(self.augmentation, self.rotate), self.native_pairs, self.native_crop)
         return make_train_loader(dataset, self.batch_size, self.num_workers, self.pin_memory, self.trainer,
                                  self.poisson_sample_rate)
 

@@ -155,6 +155,7 @@ class GANModule(L.LightningModule):
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(g_loss)
         self._clip(opt_g)
+        self._generator_side_step(batch)
         opt_g.step()
         self.untoggle_optimizer(opt_g)
 
@@ -163,6 +164,10 @@ class GANModule(L.LightningModule):
         self.log("train/d_fake", fake_logits.detach().mean())
         if real_logits.numel():
             self.log("train/d_real", real_logits.detach().mean())
+
+    def _generator_side_step(self, batch: dict) -> None:
+        """Backward passes of networks that share the generator's optimizer step (Stage I's refiner),
+        after G's gradients are clipped; none here."""
 
     def _discriminate(self, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """D's logits on real and fake. Under DP in one forward pass: Opacus keeps one batch of

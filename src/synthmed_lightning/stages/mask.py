@@ -5,15 +5,20 @@
 `trainer.max_steps` is twice that, set in the stage config). Every `profile.<stage>.val_every`
 iterations the EMA generator draws fixed-noise samples: their statistics go to the loggers as
 `val/...` and their grid to `<run dir>/samples/`. At the end `metrics.json` holds the final sample
-statistics, those of the untrained generator (`init/...`), first/last losses and times.
+statistics, those of the untrained generator (`init/...`), first/last losses and times, and for
+Stage I the anatomy of samples at native size as the export draws them (`native_anatomy`).
+
+Stage I's mask refiner (`model.refiner`, docs/stage1.md) trains in the same run on native crops the
+datamodule serves (`data.native_crop`); with `model.refiner=null` none are drawn.
 """
 
 import numpy as np
+import torch
 from omegaconf import DictConfig
 
 from synthmed_lightning.callbacks.loss_history import GANLossHistory
 from synthmed_lightning.callbacks.sample_grids import NoiseSampleGridWriter
-from synthmed_lightning.data.mask_data import MaskDataModule, check_image_size, from_square
+from synthmed_lightning.data.mask_data import MaskDataModule, check_image_size
 from synthmed_lightning.errors import ConfigError
 from synthmed_lightning.metrics.mask_stats import HEADLINE_KEYS, anatomy_statistics, compare_anatomy
 from synthmed_lightning.models.gan_base import GANModule
@@ -31,8 +36,16 @@ class NoiseGANStage(TrainingStage):
         self.module_class = module_class
         self.histories = [GANLossHistory("train/g_loss"), GANLossHistory("train/d_loss")]
 
+    def check(self, cfg: DictConfig) -> None:
+        # Before the data and the DP plan are built: the refiner would learn from the real masks without DP-SGD.
+        if cfg.model.get("refiner") and (cfg.get("privacy") or {}).get("mode", "none") != "none":
+            raise ConfigError("model.refiner: not possible with privacy=dp (the refiner learns from the real masks "
+                              "without DP-SGD); pass model.refiner=null")
+
     def datamodule(self, cfg: DictConfig) -> MaskDataModule:
-        datamodule = build_datamodule(cfg)
+        # The refiner's native crops only when there is a refiner to learn from them.
+        without_refiner = "native_crop" in cfg.data and not cfg.model.get("refiner")
+        datamodule = build_datamodule(cfg, **({"native_crop": 0} if without_refiner else {}))
         if not isinstance(datamodule, MaskDataModule):
             raise ConfigError(f"stage={cfg.stage} needs data._target_=synthmed_lightning.data.mask_data.MaskDataModule, "
                               f"got {type(datamodule).__name__}")
@@ -45,8 +58,11 @@ class NoiseGANStage(TrainingStage):
 
     def model_arguments(self, cfg: DictConfig, datamodule) -> dict:
         threshold = datamodule.mask_threshold if datamodule.soft_masks else 0.5
-        return {"source_size": datamodule.source_size, "sample_threshold": threshold,
-                "privacy": plan_privacy(cfg, datamodule, images=len(datamodule.masks))}
+        arguments = {"source_size": datamodule.source_size, "sample_threshold": threshold,
+                     "privacy": plan_privacy(cfg, datamodule, images=len(datamodule.masks))}
+        if self.module_class is MaskGAN:
+            arguments["refiner_reads_coverage"] = datamodule.soft_masks  # what its training crops hold
+        return arguments
 
     def prepare(self, model, datamodule) -> dict:
         if not isinstance(model, self.module_class):
@@ -72,22 +88,36 @@ class NoiseGANStage(TrainingStage):
 
 
 def native_anatomy(model: MaskGAN, datamodule: MaskDataModule, count: int = 16) -> dict[str, float]:
-    """Anatomy (`metrics/mask_stats.anatomy_statistics`) of `count` samples mapped back to the training
-    images' native size, as `stage=generate` exports them, beside the real training masks' own:
-    `anatomy/<key>`, `anatomy_real/<key>` and the relative differences `anatomy_vs_real/<key>`."""
+    """Anatomy (`metrics/mask_stats.anatomy_statistics`) of `count` samples at the training images'
+    native size, drawn as `stage=generate` exports them (`MaskGAN.generate_native`: through the refiner
+    when there is one), beside the real training masks' own: `anatomy/<key>`, `anatomy_real/<key>` and
+    the relative differences `anatomy_vs_real/<key>`. With a refiner also `refiner/dice`, its Dice on
+    the training masks' own coarse versions (how well it learned the mapping, not a held-out score)."""
     height, width = datamodule.source_size
     real = [(m, f) for m, f in datamodule.native if m.shape == (height, width)]
     if not real:
         return {}
-    samples = model.generate(count, model.hparams.sample_seed)
-    fov = from_square(samples["fov"][0, 0].float().cpu().numpy() > 0.5, height, width, binary=True) > 0
-    masks = np.stack([from_square(m[0].float().cpu().numpy() > 0.5, height, width, binary=True) > 0
-                      for m in samples["mask"]]) & fov
-    generated = anatomy_statistics(masks, fov)
+    samples = model.generate_native(count, model.hparams.sample_seed, height, width)
+    generated = anatomy_statistics(samples["mask"] > 0, samples["fov"][0] > 0)
     measured = anatomy_statistics(np.stack([m for m, _ in real]), np.stack([f for _, f in real]))
-    return {**{f"anatomy/{k}": v for k, v in generated.items() if k in HEADLINE_KEYS},
-            **{f"anatomy_real/{k}": v for k, v in measured.items() if k in HEADLINE_KEYS},
-            **{f"anatomy_vs_real/{k}": v for k, v in compare_anatomy(generated, measured).items()}}
+    out = {**{f"anatomy/{k}": v for k, v in generated.items() if k in HEADLINE_KEYS},
+           **{f"anatomy_real/{k}": v for k, v in measured.items() if k in HEADLINE_KEYS},
+           **{f"anatomy_vs_real/{k}": v for k, v in compare_anatomy(generated, measured).items()}}
+    if model.refiner is not None:
+        out["refiner/dice"] = refiner_dice(model, datamodule, height, width)
+    return out
+
+
+def refiner_dice(model: MaskGAN, datamodule: MaskDataModule, height: int, width: int) -> float:
+    """Dice of the refined coarse training masks against the real ones, inside the FOV, pooled."""
+    coarse = torch.from_numpy(datamodule.coarse_masks().astype(np.float32))[:, None]
+    overlap = total = 0
+    for refined, (mask, fov) in zip(model.refine(coarse, height, width), datamodule.native):
+        if mask.shape == (height, width):
+            refined, mask = refined.astype(bool) & fov, mask & fov
+            overlap += int(np.count_nonzero(refined & mask))
+            total += int(np.count_nonzero(refined)) + int(np.count_nonzero(mask))
+    return 2 * overlap / total if total else float("nan")
 
 
 def run_mask(cfg: DictConfig) -> dict:

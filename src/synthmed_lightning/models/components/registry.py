@@ -14,11 +14,13 @@ from torch import nn
 
 from synthmed_lightning.models.components.dcgan import DCGANDiscriminator, DCGANGenerator, MultiScaleDiscriminator
 from synthmed_lightning.models.components.pix2pix import PatchGANDiscriminator, UNetGenerator
+from synthmed_lightning.models.components.refiner import MaskRefiner
 from synthmed_lightning.models.components.unet import UNet
 
 NETWORKS: dict[str, type[nn.Module]] = {
     f"{cls.__module__}.{cls.__qualname__}": cls
-    for cls in (UNet, UNetGenerator, PatchGANDiscriminator, DCGANGenerator, DCGANDiscriminator, MultiScaleDiscriminator)
+    for cls in (UNet, UNetGenerator, PatchGANDiscriminator, DCGANGenerator, DCGANDiscriminator, MultiScaleDiscriminator,
+                MaskRefiner)
 }
 
 

@@ -53,11 +53,15 @@ def test_an_export_of_the_training_images_is_flagged(tmp_path, segment_run):
     assert saved["near_copies"] == 6 and saved["real_scores"]["member"] == [True] * 6 + [False] * 6
 
 
-def test_without_a_segment_checkpoint_only_pixels_are_compared(tmp_path):
+def test_without_a_segment_checkpoint_only_pixels_are_compared(tmp_path, capsys):
     train = read_dataset(PHANTOM, "train")
     report = run_audit(_export(train[:2], tmp_path / "leaky"), PHANTOM, settings=FAST)
     assert set(report["spaces"]) == {"pixel"} and report["feature_encoder"].startswith("none: no segment_ckpt")
     assert report["near_copies"] == 2 and report["mia_auc"] > 0.5
+    # one progress bar over every image embedded: training + held-out + synthetic + planted copies
+    total = len(train) + report["holdout_count"] + 2 + max(c["count"] for c in report["spaces"]["pixel"]["positive_controls"])
+    err = capsys.readouterr().err
+    assert "audit: embedding images" in err and f"{total}/{total}" in err
 
 
 def test_held_out_images_must_not_be_training_images(tmp_path):

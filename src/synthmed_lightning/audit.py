@@ -62,7 +62,7 @@ from synthmed_lightning.export import MANIFEST, check_export, sha256_file
 from synthmed_lightning.metrics.privacy import (BOOTSTRAP_DRAWS, control_detection, negative_control,
                                                 nearest_neighbours, privacy_report)
 from synthmed_lightning.models.segmenter import Segmenter
-from synthmed_lightning.utils import write_json
+from synthmed_lightning.utils import progress_bar, write_json
 from synthmed_lightning.visualize import image_grid, save_png
 
 log = logging.getLogger(__name__)
@@ -335,13 +335,15 @@ def feature_spaces(settings: AuditSettings, train: list[Sample], segment_ckpt: s
     return extractors, encoder, size
 
 
-def embed(extractors: dict, samples: Iterable[Sample], views: bool = False) -> dict[str, np.ndarray]:
-    """Per space (n, 1, d), or (n, 4, d) with the flipped views of every image."""
+def embed(extractors: dict, samples: Iterable[Sample], views: bool = False, advance=None) -> dict[str, np.ndarray]:
+    """Per space (n, 1, d), or (n, 4, d) with the flipped views of every image; `advance()` after each image."""
     rows = {space: [] for space in extractors}
     for sample in samples:
         group = flipped_views(sample) if views else [sample]
         for space, extract in extractors.items():
             rows[space].append(np.stack([extract(v) for v in group]))
+        if advance is not None:
+            advance()
     return {space: np.stack(r) for space, r in rows.items()}
 
 
@@ -380,13 +382,17 @@ def run_audit(synthetic_dir: str | Path, real: dict | None = None, out_dir: str 
     data = load_audit_data(synthetic_dir, choice)
     check_export_size(manifest, data.train, strict=real is not None and not force_data)
     extractors, encoder, size = feature_spaces(settings, data.train, segment_ckpt)
-    sets = {"train": embed(extractors, data.train, settings.flips),
-            "holdout": embed(extractors, data.held_out, settings.flips)}
-    _check_disjoint(sets["train"]["pixel"], sets["holdout"]["pixel"])
-    sets["synthetic"] = embed(extractors, data.synthetic)
     rows, sources = plant_plan(len(data.synthetic_paths), len(data.train), settings) if settings.controls else ([], [])
-    rng = np.random.default_rng([settings.seed, 2])
-    sets["copies"] = embed(extractors, [perturbed_copy(data.train[i], rng) for i in sources]) if len(rows) else {}
+    # Embedding every image (with its flips) is most of an audit's time: one bar over all of them.
+    with progress_bar("audit: embedding images") as progress:
+        task = progress.add_task("", total=len(data.train) + len(data.held_out) + len(data.synthetic_paths) + len(rows))
+        step = partial(progress.advance, task)
+        sets = {"train": embed(extractors, data.train, settings.flips, step),
+                "holdout": embed(extractors, data.held_out, settings.flips, step)}
+        _check_disjoint(sets["train"]["pixel"], sets["holdout"]["pixel"])
+        sets["synthetic"] = embed(extractors, data.synthetic, advance=step)
+        rng = np.random.default_rng([settings.seed, 2])
+        sets["copies"] = embed(extractors, [perturbed_copy(data.train[i], rng) for i in sources], advance=step) if len(rows) else {}
     if "feature" in extractors:  # z-score every dimension with the training images' statistics
         reference = sets["train"]["feature"].reshape(-1, sets["train"]["feature"].shape[-1])
         mean, std = reference.mean(axis=0), reference.std(axis=0) + 1e-6

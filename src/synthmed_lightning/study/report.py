@@ -24,6 +24,7 @@ from synthmed_lightning.study.fidelity import feature_distances_to_real, kl_to_r
 from synthmed_lightning.study.mia_splits import MiaSplits, mia_splits_results
 from synthmed_lightning.study.plan import (COUNTED, EXPORT_LABELS, HOLDS_REAL_DATA, SYNTHETIC, StudyPlan, Step,
                                            seed_suffix)
+from synthmed_lightning.study.runner import CODE_RECORD
 from synthmed_lightning.utils import write_json
 from synthmed_lightning.visualize import image_grid, overlay_legend, save_png
 
@@ -432,7 +433,19 @@ def markdown(results: dict, figures: dict[str, Path], out: Path) -> str:
     lines += ["", "## Wall time", "", *([f"Study wall time: {wall / 60:.1f} min.", ""] if wall is not None else []),
               "| step | time |", "|---|---|"]
     lines += [f"| {k} | {v / 60:.1f} min |" for k, v in timing.items()]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + code_lines(results.get("code") or {})) + "\n"
+
+
+def code_lines(record: dict[str, str]) -> list[str]:
+    """Which code the finished steps ran with (`<out>/code.json`): one line, or a warning per version
+    when a resumed study mixed code versions."""
+    versions: dict[str, list[str]] = {}
+    for step, code in sorted(record.items()):
+        versions.setdefault(code, []).append(step)
+    if len(versions) == 1:
+        return ["", f"Every step ran with code `{next(iter(versions))}` (a hash of the package, configs and experiments)."]
+    return ["", f"**The steps ran with {len(versions)} code versions** (a resumed study whose code changed in between):", "",
+            *[f"- `{code}`: {', '.join(names)}" for code, names in versions.items()]] if versions else []
 
 
 def write_report(cfg: DictConfig, plan: StudyPlan, steps: list[Step], timing: dict) -> dict:
@@ -442,7 +455,8 @@ def write_report(cfg: DictConfig, plan: StudyPlan, steps: list[Step], timing: di
     seg = segmentation_results(out, main)
     real, exports = read_dataset(plan.real_data, "train"), read_exports(plan)
     results = {"profile": cfg.profile.name, "dataset": plan.real_data["name"].upper(), "segmentation": seg,
-               **fidelity(plan, real, exports, int(cfg.study.fidelity_tiles)), "timing_s": timing}
+               **fidelity(plan, real, exports, int(cfg.study.fidelity_tiles)), "timing_s": timing,
+               "code": _read_json(out / CODE_RECORD)}
     key, numerator, denominator = RATIO
     ratio = _ratio(*(seg.get(c, {}).get("f1_vessel") for c in (numerator, denominator)))
     if ratio is not None:

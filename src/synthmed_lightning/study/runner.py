@@ -6,11 +6,16 @@ CPU machine two single-threaded runs side by side finish sooner than one after t
 threads each (PyTorch's small convolutions scale poorly across threads). A failed step stops the
 study (the steps already running finish) with one line naming the step and its log.
 
+`<out>/code.json` records the code each finished step ran with (`code_fingerprint`); a resumed study
+whose finished steps ran with other code keeps their results and says so in the log and the report.
+
 Steps never outlive the study: on Linux each one is asked to get SIGTERM when the study process
 dies (even by SIGKILL), and a study ending by an exception or Ctrl-C terminates the running ones.
 """
 
 import ctypes
+import hashlib
+import json
 import logging
 import os
 import signal
@@ -20,7 +25,9 @@ import time
 from pathlib import Path
 
 from synthmed_lightning.errors import UserError
+from synthmed_lightning.resources import config_dir, experiments_dir
 from synthmed_lightning.study.plan import Step
+from synthmed_lightning.utils import write_json
 
 log = logging.getLogger(__name__)
 _POLL_S = 2.0
@@ -132,10 +139,35 @@ def _stop(running: dict) -> None:
         log.warning("%s: stopped (the study ended); rerun the same command to continue it", name)
 
 
+CODE_RECORD = "code.json"  # <out>/code.json: {step name: fingerprint of the code it ran with}
+
+
+def code_fingerprint() -> str:
+    """12 hex digits of a hash over the package's Python files, its configs and the experiments: what a
+    step's result depends on besides its command line."""
+    digest = hashlib.sha256()
+    roots = (Path(__file__).resolve().parents[1], config_dir(), experiments_dir())
+    for root in roots:
+        for path in sorted(p for p in root.rglob("*") if p.suffix in (".py", ".yaml") and p.is_file()):
+            digest.update(f"{root.name}/{path.relative_to(root)}".encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def _warn_other_code(record: dict, done: set, now: str) -> None:
+    """A resumed study keeps what its finished steps wrote, even when the code has changed since: say so."""
+    other = sorted(name for name in done if record.get(name, now) != now)
+    if other:
+        log.warning("%d finished step(s) ran with other code than now (%s): %s. Their results are kept; delete "
+                    "their run folders to redo them with this code", len(other), now, ", ".join(other))
+
+
 def run_steps(steps: list[Step], out: Path, workers: int, threads: int, resume_arg=lambda step: []) -> dict[str, float]:
     """Run the unfinished steps; return {step name: wall seconds} of those run now.
 
     `resume_arg(step)` gives extra arguments for a step that was interrupted before (e.g. ckpt_path=last).
+    Each finished step's code fingerprint goes into `<out>/code.json`, so that a study resumed after a
+    code change says which results came from which code.
     """
     names = {s.name for s in steps}
     for step in steps:
@@ -146,6 +178,10 @@ def run_steps(steps: list[Step], out: Path, workers: int, threads: int, resume_a
     total = len(steps)
     for name in sorted(done):
         log.info("%s: already done, skipped", name)
+    record_path = out / CODE_RECORD
+    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    code = code_fingerprint()
+    _warn_other_code(record, done, code)
     pending = [s for s in steps if s.name not in done]
     running: dict[str, tuple[subprocess.Popen, float, Step]] = {}
     seconds: dict[str, float] = {}
@@ -177,6 +213,8 @@ def run_steps(steps: list[Step], out: Path, workers: int, threads: int, resume_a
                 seconds[name] = time.perf_counter() - start
                 if process.returncode == 0 and step.done(out):
                     done.add(name)
+                    record[name] = code
+                    write_json(record_path, record)
                     progress.finished(step, seconds[name])
                     log.info("%s: done in %s (%d of %d steps done)", name, _minutes(seconds[name]), len(done), total)
                 else:

@@ -24,6 +24,10 @@ from synthmed_lightning.data.transforms import resize_binary
 from synthmed_lightning.models.components.refiner import MaskRefiner, join_fragments, refiner_loss, remove_fragments
 from synthmed_lightning.models.gan_base import GANModule, _build
 
+# Said by the stage before any data is read, and by the constructor for models built in Python.
+REFINER_UNDER_DP = ("model.refiner: not possible with privacy=dp (the refiner learns from the real masks without "
+                    "DP-SGD); pass model.refiner=null")
+
 # Native-size masks refined per forward pass in `generate_native`: bounds memory at any n.
 _REFINE_CHUNK = 4
 
@@ -55,8 +59,7 @@ class MaskGAN(GANModule):
                  refiner_batch: int | None = None, refiner_threshold: float = 0.5, join_gap: float = 3.0,
                  min_fragment: float = 1.5, refiner_reads_coverage: bool = False, **gan_settings):
         if refiner is not None and gan_settings.get("privacy"):
-            raise ValueError("model.refiner: not possible with privacy=dp (the refiner learns from the real masks "
-                             "without DP-SGD); pass model.refiner=null")
+            raise ValueError(REFINER_UNDER_DP)
         if not 0.0 < refiner_threshold < 1.0:
             raise ValueError(f"model.refiner_threshold={refiner_threshold}: must be between 0 and 1")
         if refiner_batch is not None and refiner_batch < 1:

@@ -22,7 +22,7 @@ from synthmed_lightning.data.mask_data import MaskDataModule, check_image_size
 from synthmed_lightning.errors import ConfigError
 from synthmed_lightning.metrics.mask_stats import HEADLINE_KEYS, anatomy_statistics, compare_anatomy
 from synthmed_lightning.models.gan_base import GANModule
-from synthmed_lightning.models.mask_gan import MaskGAN
+from synthmed_lightning.models.mask_gan import REFINER_UNDER_DP, MaskGAN
 from synthmed_lightning.stages.common import build_datamodule, plan_privacy, run_dir, scalar_metrics
 from synthmed_lightning.stages.training import TrainingStage, train_stage
 
@@ -39,8 +39,7 @@ class NoiseGANStage(TrainingStage):
     def check(self, cfg: DictConfig) -> None:
         # Before the data and the DP plan are built: the refiner would learn from the real masks without DP-SGD.
         if cfg.model.get("refiner") and (cfg.get("privacy") or {}).get("mode", "none") != "none":
-            raise ConfigError("model.refiner: not possible with privacy=dp (the refiner learns from the real masks "
-                              "without DP-SGD); pass model.refiner=null")
+            raise ConfigError(REFINER_UNDER_DP)
 
     def datamodule(self, cfg: DictConfig) -> MaskDataModule:
         # The refiner's native crops only when there is a refiner to learn from them.

@@ -442,10 +442,12 @@ def code_lines(record: dict[str, str]) -> list[str]:
     versions: dict[str, list[str]] = {}
     for step, code in sorted(record.items()):
         versions.setdefault(code, []).append(step)
+    if not versions:
+        return []
     if len(versions) == 1:
         return ["", f"Every step ran with code `{next(iter(versions))}` (a hash of the package, configs and experiments)."]
     return ["", f"**The steps ran with {len(versions)} code versions** (a resumed study whose code changed in between):", "",
-            *[f"- `{code}`: {', '.join(names)}" for code, names in versions.items()]] if versions else []
+            *[f"- `{code}`: {', '.join(names)}" for code, names in versions.items()]]
 
 
 def write_report(cfg: DictConfig, plan: StudyPlan, steps: list[Step], timing: dict) -> dict:

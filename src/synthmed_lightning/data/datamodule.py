@@ -30,6 +30,9 @@ class VesselDataModule(L.LightningDataModule):
 
     With `fov_diameter` set, training images are resampled so their FOV is that many pixels
     across; evaluation images stay native and the model resamples them (see `Segmenter`).
+
+    With `fov_depth`, training patches also carry their FOV depth map (`transforms.fov_depth`),
+    Stage II's position channel when `model.fov_depth` is on.
     """
 
     def __init__(self, name: str, root: str | None = None, reader: dict | None = None,
@@ -39,7 +42,7 @@ class VesselDataModule(L.LightningDataModule):
                  preprocess: dict | None = None, augmentation: str = "default",
                  test_split: str = "test", num_workers: int | str = "auto", pin_memory: bool | str = "auto",
                  extra_train: list[dict] | None = None, extra_train_share: float = 0.1,
-                 train_count: int | None = None, train_draw: int = 0):
+                 train_count: int | None = None, train_draw: int = 0, fov_depth: bool = False):
         super().__init__()
         self.source = dataset_spec(name, root, reader)
         self.test_source = dataset_spec(**test) if test else None
@@ -56,6 +59,7 @@ class VesselDataModule(L.LightningDataModule):
         self.train_weights: list[float] | None = None
         self.poisson_sample_rate: float | None = None  # set for DP-SGD (privacy=dp): see make_train_loader
         self.patch_size = patch_size
+        self.fov_depth = fov_depth
         self.batch_size = batch_size
         self.patches_per_epoch = patches_per_epoch
         self.val_count = val_count
@@ -122,7 +126,8 @@ class VesselDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         augmentation = training_augmentation(self.augmentation, self.in_channels)
         dataset = PatchDataset(self.train_samples, self.patch_size, self.patches_per_epoch,
-                               augmentation=augmentation, weights=self.train_weights, **self.preprocess)
+                               augmentation=augmentation, weights=self.train_weights,
+                               with_fov_depth=self.fov_depth, **self.preprocess)
         return make_train_loader(dataset, self.batch_size, self.num_workers, self.pin_memory, self.trainer,
                                  self.poisson_sample_rate)
 

@@ -6,7 +6,7 @@ import torch
 from torch.utils.data import Dataset
 
 from synthmed_lightning.data.sample import Sample
-from synthmed_lightning.data.transforms import preprocess, to_tensor_layout
+from synthmed_lightning.data.transforms import fov_depth, preprocess, to_tensor_layout
 
 
 class PatchDataset(Dataset):
@@ -15,10 +15,13 @@ class PatchDataset(Dataset):
     Each item's RNG mixes numpy's global RNG (seeded by Lightning's `seed_everything(workers=True)`,
     advancing every epoch) with the item index, which differs between DDP ranks: runs are
     reproducible, epochs differ, and ranks never draw the same patches.
+    With `with_fov_depth`, items also carry "fov_depth": the patch of the whole image's
+    `fov_depth` map, augmented with it (Stage II's position channel).
     """
 
     def __init__(self, samples: list[Sample], patch_size: int, length: int, mode: str = "rgb",
-                 clahe: bool = False, augmentation: A.Compose | None = None, weights: list[float] | None = None):
+                 clahe: bool = False, augmentation: A.Compose | None = None, weights: list[float] | None = None,
+                 with_fov_depth: bool = False):
         self.patch_size = patch_size
         # Probability of drawing each image (None: uniform), e.g. to balance real and synthetic images.
         self.weights = None if weights is None else np.asarray(weights, float) / np.sum(weights)
@@ -28,6 +31,7 @@ class PatchDataset(Dataset):
         self.masks = [s.mask for s in samples]
         self.fovs = [s.fov for s in samples]
         self.fov_pixels = [np.argwhere(s.fov > 0) for s in samples]
+        self.depths = [fov_depth(s.fov) for s in samples] if with_fov_depth else None
 
     def __len__(self) -> int:
         return self.length
@@ -44,16 +48,17 @@ class PatchDataset(Dataset):
     def draw(self, k: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         """A random patch of image k, augmented with `rng`."""
         cy, cx = self.fov_pixels[k][rng.integers(len(self.fov_pixels[k]))]
-        image, mask, fov = (crop_centered(a, cy, cx, self.patch_size) for a in (self.images[k], self.masks[k], self.fovs[k]))
+        arrays = [self.images[k], self.masks[k], self.fovs[k]] + ([self.depths[k]] if self.depths else [])
+        image, *masks = (crop_centered(a, cy, cx, self.patch_size) for a in arrays)
         if self.augmentation is not None:
             self.augmentation.set_random_seed(int(rng.integers(2**31)))
-            out = self.augmentation(image=image, masks=[mask, fov])
-            image, (mask, fov) = out["image"], out["masks"]
-        return {
-            "image": torch.from_numpy(to_tensor_layout(image)),
-            "mask": torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None],
-            "fov": torch.from_numpy(np.ascontiguousarray(fov, dtype=np.float32))[None],
-        }
+            out = self.augmentation(image=image, masks=masks)
+            image, masks = out["image"], out["masks"]
+        as_channel = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None]  # noqa: E731
+        item = {"image": torch.from_numpy(to_tensor_layout(image)), "mask": as_channel(masks[0]), "fov": as_channel(masks[1])}
+        if self.depths:
+            item["fov_depth"] = as_channel(masks[2])
+        return item
 
 
 class FullImageDataset(Dataset):

@@ -41,6 +41,18 @@ def preprocess(image: np.ndarray, mode: str = "rgb", clahe: bool = False) -> np.
     return image
 
 
+def fov_depth(fov: np.ndarray) -> np.ndarray:
+    """float32 map of how deep inside the field of view each pixel lies: its distance to the FOV's
+    edge over the largest such distance (1 at the centre of a round FOV, 0 at its rim and outside).
+
+    Stage II's position channel (`model.fov_depth`): a 256 px patch from the middle of the eye
+    shows no FOV edge, so without it the painter cannot tell the macula from the mid-periphery.
+    """
+    inside = (np.asarray(fov) > 0).astype(np.uint8)
+    distance = cv2.distanceTransform(np.pad(inside, 1), cv2.DIST_L2, 5)[1:-1, 1:-1]
+    return (distance / max(float(distance.max()), 1.0)).astype(np.float32)
+
+
 def _clahe():
     return cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply
 

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from synthmed_lightning.checkpoints import STAGE_KEY
+from synthmed_lightning.data.transforms import fov_depth
 from synthmed_lightning.models.components.gan_losses import LOSS_KINDS, discriminator_loss, generator_loss
 from synthmed_lightning.models.components.registry import build_network
 from synthmed_lightning.models.dp import (DPPlan, attach_per_sample_gradients, make_private_network,
@@ -36,9 +37,16 @@ from synthmed_lightning.models.dp import (DPPlan, attach_per_sample_gradients, m
 from synthmed_lightning.visualize import to_uint8
 
 
-def condition(mask: torch.Tensor, fov: torch.Tensor) -> torch.Tensor:
-    """{0,1} mask and FOV (n, 1, H, W) -> the generator's (n, 2, H, W) input in [-1, 1]."""
-    return torch.cat([mask, fov], dim=1) * 2.0 - 1.0
+def condition(mask: torch.Tensor, fov: torch.Tensor, depth: torch.Tensor | None = None) -> torch.Tensor:
+    """{0,1} mask and FOV (n, 1, H, W), and the FOV depth map in [0, 1] when the painter reads one,
+    -> the generator's (n, 2 or 3, H, W) input in [-1, 1]."""
+    return torch.cat([mask, fov] + ([depth] if depth is not None else []), dim=1) * 2.0 - 1.0
+
+
+def depth_maps(fov: torch.Tensor) -> torch.Tensor:
+    """`transforms.fov_depth` of each whole-image FOV (n, 1, H, W), on the FOV's device."""
+    maps = [torch.from_numpy(fov_depth(f[0].cpu().numpy())) for f in fov]
+    return torch.stack(maps)[:, None].to(fov.device, fov.dtype)
 
 
 def composite(image: torch.Tensor, fov: torch.Tensor) -> torch.Tensor:
@@ -58,13 +66,17 @@ class ImageGAN(L.LightningModule):
     `AppearanceModel.to_dict`): the export samples each image's global appearance from it.
     `nuisance` is the training images' photographic nuisance statistics (`data/nuisance.py`,
     `NuisanceModel.to_dict`): texture, noise, fall-off and blur that `appearance=photo` adds.
+    With `fov_depth`, a third condition channel tells G and D how deep inside the FOV each pixel
+    lies (`data/transforms.fov_depth`; training batches carry it as "fov_depth", `paint` computes it):
+    the networks' input channels are set here from it (2 or 3 for G, plus the image's 3 for D).
     """
 
     def __init__(self, generator: dict, discriminator: dict, lr: float = 2e-4, beta1: float = 0.5,
                  beta2: float = 0.999, l1_weight: float = 100.0, loss: str = "nonsaturating",
                  d_loss_scale: float = 0.5, paint_batch_size: int = 4, train_fov_diameter: float | None = None,
                  appearance: dict | None = None, nuisance: dict | None = None, privacy: dict | None = None,
-                 vessel_weight: float = 0.0, vessel_critic: dict | None = None, critic_weight: float = 1.0):
+                 vessel_weight: float = 0.0, vessel_critic: dict | None = None, critic_weight: float = 1.0,
+                 fov_depth: bool = False):
         super().__init__()
         if loss not in LOSS_KINDS:
             raise ValueError(f"unknown GAN loss {loss!r}: expected one of {', '.join(LOSS_KINDS)}")
@@ -75,8 +87,9 @@ class ImageGAN(L.LightningModule):
                              "with privacy=dp")
         self.save_hyperparameters()
         self.automatic_optimization = False
-        self.generator = build_network(generator, "generator")
-        self.discriminator = build_network(discriminator, "discriminator")
+        channels = 3 if fov_depth else 2
+        self.generator = build_network({**generator, "in_channels": channels}, "generator")
+        self.discriminator = build_network({**discriminator, "in_channels": channels + 3}, "discriminator")
         self.vessel_critic = build_network(vessel_critic, "vessel_critic") if vessel_critic else None
         # DP-SGD on both networks (privacy=dp, models/dp.py): G's L1 term reads the real image too.
         self.dp_plan = DPPlan(**privacy) if privacy else None
@@ -96,12 +109,20 @@ class ImageGAN(L.LightningModule):
         """Batches trained on (each one D and one G step; global_step counts both)."""
         return self.trainer.global_step // 2 if self._trainer is not None else 0
 
-    def forward(self, mask: torch.Tensor, fov: torch.Tensor) -> torch.Tensor:
+    def forward(self, mask: torch.Tensor, fov: torch.Tensor, depth: torch.Tensor | None = None) -> torch.Tensor:
         """Training-time painting of patches whose size is a multiple of `size_multiple`."""
-        return composite(self.generator(condition(mask, fov)), fov)
+        return composite(self.generator(condition(mask, fov, depth)), fov)
 
-    def _pair(self, mask: torch.Tensor, fov: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-        return torch.cat([condition(mask, fov), image], dim=1)
+    def _pair(self, mask: torch.Tensor, fov: torch.Tensor, depth: torch.Tensor | None, image: torch.Tensor) -> torch.Tensor:
+        return torch.cat([condition(mask, fov, depth), image], dim=1)
+
+    def _depth(self, batch: dict) -> torch.Tensor | None:
+        """The batch's FOV depth patches when the painter reads them."""
+        if not self.hparams.fov_depth:
+            return None
+        if "fov_depth" not in batch:
+            raise ValueError("model.fov_depth=true needs data.fov_depth=true (stage=image sets it from the model)")
+        return batch["fov_depth"]
 
     def _l1(self, fake: torch.Tensor, real: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """L1, weighted 1 + vessel_weight on vessel pixels and their 1-px rim (the vessel's edge contrast)."""
@@ -119,7 +140,7 @@ class ImageGAN(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> None:
         opt_g, opt_d = self.optimizers()
-        mask, fov = batch["mask"], batch["fov"]
+        mask, fov, depth = batch["mask"], batch["fov"], self._depth(batch)
         if self.dp_plan is not None and mask.shape[0] == 0:  # an empty Poisson batch: noise-only steps
             for optimizer in (opt_d, opt_g):
                 prepare_noise_only_step(optimizer.optimizer)
@@ -127,13 +148,13 @@ class ImageGAN(L.LightningModule):
             return
         with self._recording("generator"):  # G's per-sample gradients span its forward and the G step
             real = composite(batch["image"], fov)
-            fake = self(mask, fov)
+            fake = self(mask, fov, depth)
 
             # Discriminator: real pairs -> 1, fake pairs -> 0; halved as in pix2pix (D learns slower than G).
             self.toggle_optimizer(opt_d)
             with self._recording("discriminator"):
                 d_loss = self.hparams.d_loss_scale * discriminator_loss(
-                    *self._discriminate(self._pair(mask, fov, real), self._pair(mask, fov, fake.detach())),
+                    *self._discriminate(self._pair(mask, fov, depth, real), self._pair(mask, fov, depth, fake.detach())),
                     self.hparams.loss)
                 extra, d_total = {}, d_loss
                 if self.vessel_critic is not None:  # the critic learns to find vessels in the real patches
@@ -146,7 +167,7 @@ class ImageGAN(L.LightningModule):
 
             # Generator: fool D, stay close to the real image (L1, lambda = 100).
             self.toggle_optimizer(opt_g)
-            adversarial = generator_loss(self.discriminator(self._pair(mask, fov, fake)), self.hparams.loss)
+            adversarial = generator_loss(self.discriminator(self._pair(mask, fov, depth, fake)), self.hparams.loss)
             l1 = self._l1(fake, real, mask)
             g_loss = adversarial + self.hparams.l1_weight * l1
             if self.vessel_critic is not None:  # ... and G to paint vessels the critic finds, and no others
@@ -197,7 +218,8 @@ class ImageGAN(L.LightningModule):
             for start in range(0, mask.shape[0], self.hparams.paint_batch_size):
                 chunk_mask = F.pad(mask[start: start + self.hparams.paint_batch_size].to(self.device, torch.float32), pad)
                 chunk_fov = F.pad(fov[start: start + self.hparams.paint_batch_size].to(self.device, torch.float32), pad)
-                image = self(chunk_mask, chunk_fov)[..., pad[2]: pad[2] + h, pad[0]: pad[0] + w]
+                depth = depth_maps(chunk_fov) if self.hparams.fov_depth else None
+                image = self(chunk_mask, chunk_fov, depth)[..., pad[2]: pad[2] + h, pad[0]: pad[0] + w]
                 outputs.append(image.to(mask.device))
             return torch.cat(outputs)
         finally:

@@ -103,3 +103,26 @@ def test_known_harmless_messages_are_silenced(capsys, caplog, monkeypatch):
     assert "GPU available" in caplog.text and "litlogger" not in caplog.text
     stderr = capsys.readouterr().err
     assert "anonymous" not in stderr and "another W&B warning" in stderr
+
+
+@pytest.mark.parametrize("overrides, fragment", [
+    (("stage=evaluate", "profile=smoke"), "ckpt_path"),
+    (("stage=evaluate", "profile=smoke", "ckpt_path=/nowhere/x.ckpt"), "file not found"),
+    (("stage=generate", "profile=smoke", "num_samples=2"), "mask_ckpt"),
+])
+def test_missing_settings_and_checkpoints_are_named_before_lightning_loads(overrides, fragment):
+    """These errors need only the config: they come before torch and Lightning are imported (seconds on a
+    small CPU), so a typo in a checkpoint path is answered at once."""
+    import subprocess
+    import sys
+
+    from helpers import PROJECT_ROOT
+
+    probe = ("import sys, runpy\n"
+             f"sys.argv = ['synthmed_lightning', *{list(overrides)!r}]\n"
+             "try:\n    runpy.run_module('synthmed_lightning', run_name='__main__')\n"
+             "except SystemExit as exit:\n"
+             "    print('exit', exit.code, 'lightning' in sys.modules, 'torch' in sys.modules)\n")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    assert fragment in result.stderr, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "exit 2 False False", result.stdout[-2000:]

@@ -32,13 +32,13 @@ def _fail(error: Exception | str) -> None:
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
 def _hydra_main(cfg: DictConfig) -> dict | float | None:
-    from synthmed_lightning.stages import run_stage
-
     quiet_known_noise(uses_wandb=uses_wandb(cfg))  # here, not in main(): a launcher's job runs only this
-    _log_once_through_hydra()
     try:
-        validate(cfg)
+        validate(cfg)  # before importing the stages (Lightning: seconds), so a bad setting answers at once
+        _log_once_through_hydra()
         show_config(cfg)
+        from synthmed_lightning.stages import run_stage
+
         return _objective(cfg, run_stage(cfg))
     except UserError as error:
         _fail(error)

@@ -203,6 +203,16 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"data.val_count={typed.val_count}: must be 0 or more")
     if typed.fov_diameter is not None and typed.fov_diameter <= 0:
         raise ConfigError(f"data.fov_diameter={typed.fov_diameter}: must be positive (pixels) or null")
+    # Before the checks below import torch and Lightning (seconds): these errors answer at once.
+    # A stage marks what it cannot run without as `???`: name all of it at once.
+    missing = [f"{key}=<value>" for key in cfg if OmegaConf.is_missing(cfg, key)]
+    if cfg.get("stage") == "generate" and not any(cfg.get(k) for k in ("mask_ckpt", "image_ckpt", "single_ckpt")):
+        missing.insert(0, "mask_ckpt=<stage=mask checkpoint> image_ckpt=<stage=image checkpoint> (or single_ckpt=...)")
+    if missing:
+        raise ConfigError(f"stage={cfg.stage} needs {' '.join(missing)}")
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path not in (None, "last") and not Path(ckpt_path).is_file():
+        raise ConfigError(f"ckpt_path={ckpt_path}: file not found")
     from synthmed_lightning.data.loading import check_loader_settings
     from synthmed_lightning.speed import speed_options
 
@@ -213,15 +223,6 @@ def validate(cfg: DictConfig) -> None:
     if net is not None and "depth" in net and typed.patch_size % (2 ** net.depth):
         raise ConfigError(f"data.patch_size={typed.patch_size} must be a multiple of 2**model.net.depth={2 ** net.depth}")
     _check_distributed(cfg)
-    # A stage marks what it cannot run without as `???`: name all of it at once.
-    missing = [f"{key}=<value>" for key in cfg if OmegaConf.is_missing(cfg, key)]
-    if cfg.get("stage") == "generate" and not any(cfg.get(k) for k in ("mask_ckpt", "image_ckpt", "single_ckpt")):
-        missing.insert(0, "mask_ckpt=<stage=mask checkpoint> image_ckpt=<stage=image checkpoint> (or single_ckpt=...)")
-    if missing:
-        raise ConfigError(f"stage={cfg.stage} needs {' '.join(missing)}")
-    ckpt_path = cfg.get("ckpt_path")
-    if ckpt_path not in (None, "last") and not Path(ckpt_path).is_file():
-        raise ConfigError(f"ckpt_path={ckpt_path}: file not found")
 
 
 def process_count(trainer) -> int:

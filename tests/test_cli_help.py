@@ -17,7 +17,7 @@ def test_help_is_the_apps_page():
     page = result.stdout
     for stage in group_options("stage"):  # every stage, one line each saying what it does
         assert re.search(rf"^  {stage} +\w", page, re.M), stage
-    for group in ("data", "trainer", "logger", "profile", "privacy", "experiment"):
+    for group in ("data", "trainer", "logger", "profile", "privacy", "experiment", "hparams_search"):
         assert re.search(rf"^  {group} +\w", page, re.M), group
     assert "Examples:" in page and "README.md" in page and "docs/design.md" in page
     # Not Hydra's stock page: no private options, no config dump.

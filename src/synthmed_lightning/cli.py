@@ -99,13 +99,14 @@ def help_page() -> str:
     help_config = OmegaConf.load(config_dir() / "hydra" / "help" / f"{defaults['hydra/help']}.yaml")
     template = OmegaConf.create({"hydra": {"help": help_config}}).hydra.help.template  # resolves ${hydra.help.*}
     groups = []
-    for group in (*GROUPS, "experiment"):
+    for group in (*GROUPS, "experiment", "hparams_search"):
         options = group_options(group)
-        if group == "stage" or len(options) < 2:  # stages have their own list; one option is no choice
+        # Stages have their own list; one option is no choice where the group has a default (none is one).
+        if group == "stage" or (len(options) < 2 and defaults.get(group)):
             continue
         default = defaults.get(group) or ("the stage's" if group == "model" else "none")
-        groups.append(textwrap.fill(f"{', '.join(options)} (default: {default})", width=100, initial_indent=f"  {group:<12} ",
-                                    subsequent_indent=" " * 15, break_on_hyphens=False))
+        groups.append(textwrap.fill(f"{', '.join(options)} (default: {default})", width=100, initial_indent=f"  {group:<14} ",
+                                    subsequent_indent=" " * 17, break_on_hyphens=False))
     return string.Template(template).safe_substitute(APP_CONFIG_GROUPS="\n".join(groups)).rstrip()
 
 

@@ -214,3 +214,4 @@ def test_repeated_splits_plan_folders_and_analysis(tmp_path):
     assert "feature" not in results
     table = privacy_markdown({}, results)
     assert any(line.startswith("| pixel | calibrated | 1.000") for line in table)
+    assert not any(line.startswith("| export |") for line in table)  # no audited export: no empty table

@@ -309,7 +309,17 @@ def privacy_markdown(privacy: dict, splits: dict | None = None) -> list[str]:
     """The report's privacy section: per export and space, near copies against the held-out images'
     false alarms, the raw and calibrated membership attacks (AUC with its 95 % interval, TPR at low
     FPR) and the controls' readings; DP guarantees; the repeated-split analysis (docs/privacy.md)."""
-    lines = ["", "## Privacy audit", "",
+    lines = ["", "## Privacy audit"]
+    if privacy:  # a study of repeated splits alone audits no export of its own
+        lines += _exports_privacy_markdown(privacy)
+    if splits:
+        lines += _splits_markdown(splits)
+    return lines
+
+
+def _exports_privacy_markdown(privacy: dict) -> list[str]:
+    """The per-export rows of the privacy section, with the feature encoder and the DP guarantees."""
+    lines = ["",
              "Per export and feature space (docs/privacy.md): near copies among the synthetic images, beside the "
              "held-out real images that pass the same test (false alarms); the membership attack's AUC with its "
              "bootstrap 95 % interval, raw (distance to the nearest synthetic image) and calibrated (relative to "
@@ -336,8 +346,6 @@ def privacy_markdown(privacy: dict, splits: dict | None = None) -> list[str]:
         lines += [f"| {export} | {_fmt(g.get('epsilon_total'))} | {_fmt(g.get('delta_total'))} |"
                   for export, g in guarantees.items()]
         lines += ["", "`–`: no guarantee for the export as a whole (a stage without DP, or real data in it)."]
-    if splits:
-        lines += _splits_markdown(splits)
     return lines
 
 

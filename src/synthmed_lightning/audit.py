@@ -393,12 +393,8 @@ def run_audit(synthetic_dir: str | Path, real: dict | None = None, out_dir: str 
         sets["synthetic"] = embed(extractors, data.synthetic, advance=step)
         rng = np.random.default_rng([settings.seed, 2])
         sets["copies"] = embed(extractors, [perturbed_copy(data.train[i], rng) for i in sources], advance=step) if len(rows) else {}
-    if "feature" in extractors:  # z-score every dimension with the training images' statistics
-        reference = sets["train"]["feature"].reshape(-1, sets["train"]["feature"].shape[-1])
-        mean, std = reference.mean(axis=0), reference.std(axis=0) + 1e-6
-        for values in sets.values():
-            if "feature" in values:
-                values["feature"] = (values["feature"] - mean) / std
+    if "feature" in extractors:
+        standardise_features(sets)
     log.info("audit: %d synthetic, %d training, %d held-out images (real data from %s)", len(data.synthetic_paths),
              len(data.train), len(data.held_out), choice.source)
 
@@ -431,6 +427,19 @@ def run_audit(synthetic_dir: str | Path, real: dict | None = None, out_dir: str 
     if out_dir is not None:
         write_audit(Path(out_dir), report, data.synthetic_paths, data.train)
     return report
+
+
+def standardise_features(sets: dict) -> None:
+    """z-score every feature dimension of every set, in place, with the statistics of all scored real images,
+    members ("train") and held-out alike. With the members' alone, a held-out image's unusual dimensions
+    weigh more than a member's (the members shaped the scale), so held-out images look farther from
+    everything and the attack reports members where nothing leaked."""
+    reference = np.concatenate([sets[name]["feature"] for name in ("train", "holdout")])
+    reference = reference.reshape(-1, reference.shape[-1])
+    mean, std = reference.mean(axis=0), reference.std(axis=0) + 1e-6
+    for values in sets.values():
+        if "feature" in values:
+            values["feature"] = (values["feature"] - mean) / std
 
 
 def audit_space(sets: dict, space: str, planted_rows, settings: AuditSettings) -> dict:

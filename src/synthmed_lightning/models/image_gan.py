@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from synthmed_lightning.checkpoints import STAGE_KEY
-from synthmed_lightning.data.transforms import fov_depth
+from synthmed_lightning.data.transforms import fov_depth as fov_depth_map  # the model has a fov_depth switch
 from synthmed_lightning.models.components.gan_losses import LOSS_KINDS, discriminator_loss, generator_loss
 from synthmed_lightning.models.components.registry import build_network
 from synthmed_lightning.models.dp import (DPPlan, attach_per_sample_gradients, make_private_network,
@@ -45,7 +45,7 @@ def condition(mask: torch.Tensor, fov: torch.Tensor, depth: torch.Tensor | None 
 
 def depth_maps(fov: torch.Tensor) -> torch.Tensor:
     """`transforms.fov_depth` of each whole-image FOV (n, 1, H, W), on the FOV's device."""
-    maps = [torch.from_numpy(fov_depth(f[0].cpu().numpy())) for f in fov]
+    maps = [torch.from_numpy(fov_depth_map(f[0].cpu().numpy())) for f in fov]
     return torch.stack(maps)[:, None].to(fov.device, fov.dtype)
 
 

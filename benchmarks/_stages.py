@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from _common import Clock, compose, data_overrides
 from synthmed_lightning.models.components.gan_losses import discriminator_loss, generator_loss
-from synthmed_lightning.models.image_gan import composite
+from synthmed_lightning.models.image_gan import composite, condition
 from synthmed_lightning.models.segmenter import soft_dice_loss
 from synthmed_lightning.stages.common import build_datamodule, build_trainer, instantiate_primitive
 
@@ -171,15 +171,16 @@ def _pix2pix_step(model, total_steps: int):
 
     def step(batch):
         mask, fov = batch["mask"], batch["fov"]
+        cond = condition(mask, fov)
         real = composite(batch["image"], fov)
-        fake = model(mask, fov)
-        d_loss = h.d_loss_scale * discriminator_loss(d(model._pair(mask, fov, real)),
-                                                     d(model._pair(mask, fov, fake.detach())), h.loss)
+        fake = composite(g(cond), fov)
+        d_loss = h.d_loss_scale * discriminator_loss(d(model._pair(cond, real)),
+                                                     d(model._pair(cond, fake.detach())), h.loss)
         opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
         opt_d.step()
         d.requires_grad_(False)
-        g_loss = generator_loss(d(model._pair(mask, fov, fake)), h.loss) + h.l1_weight * F.l1_loss(fake, real)
+        g_loss = generator_loss(d(model._pair(cond, fake)), h.loss) + h.l1_weight * F.l1_loss(fake, real)
         opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         opt_g.step()

@@ -113,8 +113,10 @@ class ImageGAN(L.LightningModule):
         """Training-time painting of patches whose size is a multiple of `size_multiple`."""
         return composite(self.generator(condition(mask, fov, depth)), fov)
 
-    def _pair(self, mask: torch.Tensor, fov: torch.Tensor, depth: torch.Tensor | None, image: torch.Tensor) -> torch.Tensor:
-        return torch.cat([condition(mask, fov, depth), image], dim=1)
+    @staticmethod
+    def _pair(cond: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        """D's input: the generator's condition and an image."""
+        return torch.cat([cond, image], dim=1)
 
     def _depth(self, batch: dict) -> torch.Tensor | None:
         """The batch's FOV depth patches when the painter reads them."""
@@ -140,21 +142,22 @@ class ImageGAN(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> None:
         opt_g, opt_d = self.optimizers()
-        mask, fov, depth = batch["mask"], batch["fov"], self._depth(batch)
+        mask, fov = batch["mask"], batch["fov"]
         if self.dp_plan is not None and mask.shape[0] == 0:  # an empty Poisson batch: noise-only steps
             for optimizer in (opt_d, opt_g):
                 prepare_noise_only_step(optimizer.optimizer)
                 optimizer.step()
             return
+        cond = condition(mask, fov, self._depth(batch))  # once: G's input and half of each D pair
         with self._recording("generator"):  # G's per-sample gradients span its forward and the G step
             real = composite(batch["image"], fov)
-            fake = self(mask, fov, depth)
+            fake = composite(self.generator(cond), fov)
 
             # Discriminator: real pairs -> 1, fake pairs -> 0; halved as in pix2pix (D learns slower than G).
             self.toggle_optimizer(opt_d)
             with self._recording("discriminator"):
                 d_loss = self.hparams.d_loss_scale * discriminator_loss(
-                    *self._discriminate(self._pair(mask, fov, depth, real), self._pair(mask, fov, depth, fake.detach())),
+                    *self._discriminate(self._pair(cond, real), self._pair(cond, fake.detach())),
                     self.hparams.loss)
                 extra, d_total = {}, d_loss
                 if self.vessel_critic is not None:  # the critic learns to find vessels in the real patches
@@ -167,7 +170,7 @@ class ImageGAN(L.LightningModule):
 
             # Generator: fool D, stay close to the real image (L1, lambda = 100).
             self.toggle_optimizer(opt_g)
-            adversarial = generator_loss(self.discriminator(self._pair(mask, fov, depth, fake)), self.hparams.loss)
+            adversarial = generator_loss(self.discriminator(self._pair(cond, fake)), self.hparams.loss)
             l1 = self._l1(fake, real, mask)
             g_loss = adversarial + self.hparams.l1_weight * l1
             if self.vessel_critic is not None:  # ... and G to paint vessels the critic finds, and no others

@@ -3,11 +3,13 @@ and no known-harmless library messages in between."""
 
 import logging
 import re
+import subprocess
+import sys
 import warnings
 
 import pytest
 
-from helpers import compose_config, run_cli
+from helpers import PROJECT_ROOT, compose_config, run_cli
 from synthmed_lightning.config import group_options, plain_overrides
 
 
@@ -113,11 +115,6 @@ def test_known_harmless_messages_are_silenced(capsys, caplog, monkeypatch):
 def test_missing_settings_and_checkpoints_are_named_before_lightning_loads(overrides, fragment):
     """These errors need only the config: they come before torch and Lightning are imported (seconds on a
     small CPU), so a typo in a checkpoint path is answered at once."""
-    import subprocess
-    import sys
-
-    from helpers import PROJECT_ROOT
-
     probe = ("import sys, runpy\n"
              f"sys.argv = ['synthmed_lightning', *{list(overrides)!r}]\n"
              "try:\n    runpy.run_module('synthmed_lightning', run_name='__main__')\n"

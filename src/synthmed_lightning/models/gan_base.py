@@ -21,6 +21,7 @@ import torch
 from synthmed_lightning.checkpoints import STAGE_KEY
 from synthmed_lightning.metrics.mask_stats import mask_statistics
 from synthmed_lightning.models.components.diffaugment import diff_augment, parse_policy
+from synthmed_lightning.models.components.ema import ema_update
 from synthmed_lightning.models.components.gan_losses import discriminator_loss, generator_loss, mode_seeking_penalty
 from synthmed_lightning.models.components.registry import UnknownNetworkError, build_network
 from synthmed_lightning.models.dp import (DPPlan, attach_per_sample_gradients, make_private_network, private_optimizer,
@@ -181,15 +182,9 @@ class GANModule(L.LightningModule):
         if self.hparams.grad_clip:  # the Trainer's gradient_clip_val does not apply to manual optimisation
             self.clip_gradients(optimizer, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm")
 
-    @torch.no_grad()
     def update_ema(self) -> None:
-        """One EMA step of the generator's weights; BatchNorm statistics are copied."""
-        t = int(self.iterations_done)
-        decay = min(self.hparams.ema_decay, (1 + t) / (10 + t))
-        for ema, live in zip(self.generator_ema.parameters(), self.generator.parameters()):
-            ema.lerp_(live.detach(), 1.0 - decay)
-        for ema, live in zip(self.generator_ema.buffers(), self.generator.buffers()):
-            ema.copy_(live)
+        """One EMA step of the generator's weights (`components/ema.py`)."""
+        ema_update(self.generator_ema, self.generator, int(self.iterations_done), self.hparams.ema_decay)
         self.iterations_done += 1
 
     def configure_optimizers(self):

@@ -12,6 +12,8 @@ Beyond the published losses (both off by default in the module, set in conf/mode
 * `vessel_critic`: a small segmenter trained alongside on the real patches (image -> mask); G is
   also penalised by its BCE on the paintings, so every painted vessel, thin ones included, must
   look like a vessel of the real photographs, and the background must not.
+* `ema_decay` > 0 paints with an exponential moving average of G's weights (`components/ema.py`)
+  instead of the last step's weights.
 
 The image is composited with the FOV (black outside it) both in training and when painting:
 only the retina is learned, and the real images' off-FOV background (slightly grey after
@@ -23,6 +25,8 @@ steps per batch; `generator_steps` is the number of batches seen (see stages/ima
 
 from __future__ import annotations
 
+import copy
+
 import lightning as L
 import numpy as np
 import torch
@@ -30,6 +34,7 @@ import torch.nn.functional as F
 
 from synthmed_lightning.checkpoints import STAGE_KEY
 from synthmed_lightning.data.transforms import fov_depth as fov_depth_map  # the model has a fov_depth switch
+from synthmed_lightning.models.components.ema import ema_update
 from synthmed_lightning.models.components.gan_losses import LOSS_KINDS, discriminator_loss, generator_loss
 from synthmed_lightning.models.components.registry import build_network
 from synthmed_lightning.models.dp import (DPPlan, attach_per_sample_gradients, make_private_network,
@@ -76,12 +81,14 @@ class ImageGAN(L.LightningModule):
                  d_loss_scale: float = 0.5, paint_batch_size: int = 4, train_fov_diameter: float | None = None,
                  appearance: dict | None = None, nuisance: dict | None = None, privacy: dict | None = None,
                  vessel_weight: float = 0.0, vessel_critic: dict | None = None, critic_weight: float = 1.0,
-                 fov_depth: bool = False):
+                 fov_depth: bool = False, ema_decay: float = 0.0):
         super().__init__()
         if loss not in LOSS_KINDS:
             raise ValueError(f"unknown GAN loss {loss!r}: expected one of {', '.join(LOSS_KINDS)}")
         if vessel_weight < 0 or critic_weight < 0:
             raise ValueError(f"vessel_weight={vessel_weight} and critic_weight={critic_weight} must be >= 0")
+        if not 0.0 <= ema_decay < 1.0:
+            raise ValueError(f"model.ema_decay={ema_decay}: must be in [0, 1) (0 = paint with the last weights)")
         if vessel_critic and privacy:
             raise ValueError("vessel_critic is trained on the real images outside DP-SGD: set model.vessel_critic=null "
                              "with privacy=dp")
@@ -97,6 +104,8 @@ class ImageGAN(L.LightningModule):
         if self.dp_plan is not None:
             self.generator = make_private_network(self.generator, "generator", self.dp_plan.norm)
             self.discriminator = make_private_network(self.discriminator, "discriminator", self.dp_plan.norm)
+        # The averaged generator that paints (ema_decay > 0); None: the generator itself paints.
+        self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False) if ema_decay else None
         # (mask, generated, real) uint8 triples of this validation epoch, for the sample grid.
         self.val_samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
 
@@ -109,9 +118,14 @@ class ImageGAN(L.LightningModule):
         """Batches trained on (each one D and one G step; global_step counts both)."""
         return self.trainer.global_step // 2 if self._trainer is not None else 0
 
+    @property
+    def painter(self) -> torch.nn.Module:
+        """The generator that paints for `forward` and `paint`: the EMA copy when there is one."""
+        return self.generator_ema if self.generator_ema is not None else self.generator
+
     def forward(self, mask: torch.Tensor, fov: torch.Tensor, depth: torch.Tensor | None = None) -> torch.Tensor:
-        """Training-time painting of patches whose size is a multiple of `size_multiple`."""
-        return composite(self.generator(condition(mask, fov, depth)), fov)
+        """Painting of patches whose size is a multiple of `size_multiple`."""
+        return composite(self.painter(condition(mask, fov, depth)), fov)
 
     @staticmethod
     def _pair(cond: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
@@ -180,6 +194,8 @@ class ImageGAN(L.LightningModule):
             self.manual_backward(g_loss)
         opt_g.step()
         self.untoggle_optimizer(opt_g)
+        if self.generator_ema is not None:
+            ema_update(self.generator_ema, self.generator, self.generator_steps - 1, self.hparams.ema_decay)
 
         self.log_dict({"train/l1": l1, "train/g_adv": adversarial, "train/g_loss": g_loss, "train/d_loss": d_loss,
                        **extra}, prog_bar=True, batch_size=mask.shape[0])

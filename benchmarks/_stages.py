@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from _common import Clock, compose, data_overrides
+from synthmed_lightning.models.components.ema import ema_update
 from synthmed_lightning.models.components.gan_losses import discriminator_loss, generator_loss
 from synthmed_lightning.models.image_gan import composite, condition
 from synthmed_lightning.models.segmenter import soft_dice_loss
@@ -166,25 +167,39 @@ def _dcgan_step(model, total_steps: int):
 
 
 def _pix2pix_step(model, total_steps: int):
-    h, g, d = model.hparams, model.generator, model.discriminator
+    """ImageGAN.training_step without Lightning: the same losses (weighted L1, the vessel critic on D's
+    optimizer, the EMA painter when the config has them), so both sides do the same work."""
+    h, g, d, critic = model.hparams, model.generator, model.discriminator, model.vessel_critic
     opt_g, opt_d = model.configure_optimizers()
+    done = 0
 
     def step(batch):
+        nonlocal done
         mask, fov = batch["mask"], batch["fov"]
         cond = condition(mask, fov)
         real = composite(batch["image"], fov)
         fake = composite(g(cond), fov)
         d_loss = h.d_loss_scale * discriminator_loss(d(model._pair(cond, real)),
                                                      d(model._pair(cond, fake.detach())), h.loss)
+        if critic is not None:
+            d_loss = d_loss + model._critic_loss(real, mask, fov)
         opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
         opt_d.step()
         d.requires_grad_(False)
-        g_loss = generator_loss(d(model._pair(cond, fake)), h.loss) + h.l1_weight * F.l1_loss(fake, real)
+        g_loss = generator_loss(d(model._pair(cond, fake)), h.loss) + h.l1_weight * model._l1(fake, real, mask)
+        if critic is not None:
+            critic.requires_grad_(False)
+            g_loss = g_loss + h.critic_weight * model._critic_loss(fake, mask, fov)
         opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         opt_g.step()
         d.requires_grad_(True)
+        if critic is not None:
+            critic.requires_grad_(True)
+        done += 1
+        if model.generator_ema is not None:
+            ema_update(model.generator_ema, g, done - 1, h.ema_decay)
     return step
 
 

@@ -76,6 +76,9 @@ def test_counts_beyond_the_training_images_or_without_the_export_are_one_line(ex
     with pytest.raises(ConfigError, match=r"study.data_efficiency.shares=\[0.1, 1.0\]"):
         build_plan(experiment("study.data_efficiency.shares=[0.1,1.0]"))
     assert build_plan(experiment("study.data_efficiency.counts=[]")).data_efficiency is None
+    # The count sweep sizes the same export: without it, one line instead of a scheduler's ValueError.
+    with pytest.raises(ConfigError, match=r"study.synthetic_counts=\[50\] sizes the dual_gan export"):
+        build_plan(experiment("study.data_efficiency.counts=[]", "study.conditions=[real]", "study.synthetic_counts=[50]"))
 
 
 def test_the_share_is_chosen_on_validation():

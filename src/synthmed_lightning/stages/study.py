@@ -29,7 +29,7 @@ from synthmed_lightning.study.efficiency import EXPORT as EFFICIENCY_EXPORT
 from synthmed_lightning.study.efficiency import DataEfficiency
 from synthmed_lightning.study.mia_splits import MiaSplits, split_steps, write_splits
 from synthmed_lightning.study.lock import LOCK_NAME, study_lock
-from synthmed_lightning.study.plan import CONDITIONS, TRAINING_STAGES, Step, StudyPlan, exports_of, setting_of
+from synthmed_lightning.study.plan import CONDITIONS, COUNTED, TRAINING_STAGES, Step, StudyPlan, exports_of, setting_of
 from synthmed_lightning.study.runner import default_parallelism, run_steps
 from synthmed_lightning.utils import to_primitive, write_json
 
@@ -78,6 +78,9 @@ def build_plan(cfg: DictConfig) -> StudyPlan:
     counts = [int(n) for n in study.synthetic_counts or []]
     if int(study.num_synthetic) < 1 or any(n < 1 for n in counts):
         raise ConfigError(f"study.num_synthetic / study.synthetic_counts must be positive, got {study.num_synthetic} / {counts}")
+    if counts and COUNTED not in exports_of(study.conditions):
+        raise ConfigError(f"study.synthetic_counts={counts} sizes the {COUNTED} export: add {COUNTED} or "
+                          f"real_plus_{COUNTED} to study.conditions (now {list(study.conditions)})")
     efficiency = DataEfficiency.from_config(study.get("data_efficiency"))
     if efficiency and EFFICIENCY_EXPORT not in exports_of(study.conditions):
         raise ConfigError(f"study.data_efficiency needs the {EFFICIENCY_EXPORT} export: add {EFFICIENCY_EXPORT} or "

@@ -42,3 +42,14 @@ def test_progress_is_reported_once_a_minute(caplog):
             clock.now = now
             progress.maybe_report([], {})
     assert [r.getMessage().split(",")[0] for r in caplog.records] == ["study: 1/2 steps done"] * 2
+
+
+def test_a_resumed_step_counts_as_done_but_not_as_a_duration():
+    """A step resumed from its checkpoint ran only its last part: its wall time would skew the estimate."""
+    clock = _Clock()
+    segment, segment2 = _step("segment_real", "segment"), _step("segment_dual", "segment")
+    progress = StudyProgress(total=3, done=0, workers=1, clock=clock)
+    progress.finished(segment, 30.0, resumed=True)
+    assert progress.done == 1 and "ETA after the first step" in progress.line([segment2], {})
+    progress.finished(segment2, 600.0)
+    assert progress.eta_s([_step("segment_more", "segment")], {}) == 600.0

@@ -38,16 +38,18 @@ class StudyProgress:
     """The study's overall progress line: steps done, what runs, elapsed time and an ETA.
 
     The ETA assumes each remaining step takes as long as the finished steps of its stage did on
-    average (any finished step when none of its stage has), and that `workers` run side by side."""
+    average (any finished step when none of its stage has), and that `workers` run side by side.
+    A step resumed from a checkpoint ran only part of its work: it counts as done but not as a duration."""
 
     def __init__(self, total: int, done: int, workers: int, clock=time.perf_counter):
         self.total, self.done, self.workers, self.clock = total, done, workers, clock
         self.start = self.last = clock()
         self.durations: dict[str, list[float]] = {}
 
-    def finished(self, step: Step, seconds: float) -> None:
+    def finished(self, step: Step, seconds: float, resumed: bool = False) -> None:
         self.done += 1
-        self.durations.setdefault(step.stage, []).append(seconds)
+        if not resumed:
+            self.durations.setdefault(step.stage, []).append(seconds)
 
     def _estimate(self, stage: str) -> float | None:
         same = self.durations.get(stage) or [s for times in self.durations.values() for s in times]
@@ -184,6 +186,7 @@ def run_steps(steps: list[Step], out: Path, workers: int, threads: int, resume_a
     _warn_other_code(record, done, code)
     pending = [s for s in steps if s.name not in done]
     running: dict[str, tuple[subprocess.Popen, float, Step]] = {}
+    resumed: set[str] = set()  # steps started from a checkpoint: their wall time is not a step's duration
     seconds: dict[str, float] = {}
     failed: list[str] = []
     (out / "logs").mkdir(parents=True, exist_ok=True)
@@ -196,8 +199,11 @@ def run_steps(steps: list[Step], out: Path, workers: int, threads: int, resume_a
                 for step in [s for s in pending if set(s.after) <= done][: max(0, workers - len(running))]:
                     pending.remove(step)
                     log_path = out / "logs" / f"{step.name}.log"
+                    extra = resume_arg(step)
+                    if extra:
+                        resumed.add(step.name)
                     with open(log_path, "ab") as log_file:
-                        process = subprocess.Popen(_command(step) + resume_arg(step), stdout=log_file,
+                        process = subprocess.Popen(_command(step) + extra, stdout=log_file,
                                                    stderr=subprocess.STDOUT, env=env, preexec_fn=preexec)
                     running[step.name] = (process, time.perf_counter(), step)
                     log.info("[%d/%d] %s: started (stage=%s, log %s)", total - len(pending), total, step.name,
@@ -215,7 +221,7 @@ def run_steps(steps: list[Step], out: Path, workers: int, threads: int, resume_a
                     done.add(name)
                     record[name] = code
                     write_json(record_path, record)
-                    progress.finished(step, seconds[name])
+                    progress.finished(step, seconds[name], resumed=name in resumed)
                     log.info("%s: done in %s (%d of %d steps done)", name, _minutes(seconds[name]), len(done), total)
                 else:
                     failed.append(name)

@@ -259,7 +259,7 @@ def run_study(cfg: DictConfig) -> dict:
 
 
 def _run_locked(cfg: DictConfig, plan: StudyPlan, steps: list[Step], workers: int, threads: int, start: float) -> dict:
-    from synthmed_lightning.study.report import write_report
+    from synthmed_lightning.study.report import STUDY_WALL, write_report
 
     out = plan.out
     log.info("Study in %s: %d steps, %d at a time with %d CPU thread(s) each", out, len(steps), workers, threads)
@@ -274,7 +274,7 @@ def _run_locked(cfg: DictConfig, plan: StudyPlan, steps: list[Step], workers: in
         timing.update(run_steps(steps, out, workers, threads, resume))
     finally:
         write_json(timing_path, timing)
-    timing["study_wall_s"] = timing.get("study_wall_s", 0.0) + (time.perf_counter() - start)
+    timing[STUDY_WALL] = timing.get(STUDY_WALL, 0.0) + (time.perf_counter() - start)
     write_json(timing_path, timing)
     results = write_report(cfg, plan, steps, timing)
     log.info("Results: %s and %s", out / "results.json", out / "report.md")

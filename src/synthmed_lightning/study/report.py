@@ -41,7 +41,7 @@ _TILE_HEIGHT = 160
 # Stage I statistics that count things (components, junctions, skeleton pixels): shown as counts, not metrics.
 _COUNTS = ("components", "branch_points", "end_points", "skeleton_length")
 # timing_s's whole-study entry (stages/study.py): shown as one line, not as a step.
-_STUDY_WALL = "study_wall_s"
+STUDY_WALL = "study_wall_s"  # timing.json: the study's own wall seconds, summed over its runs
 # What results.json keeps of each audit.json (the rest, e.g. the worst cases, stays in the audit's run).
 _PRIVACY_KEYS = ("near_copies", "mia_auc", "mia_auc_calibrated", "feature_encoder", "spaces", "synthetic_count",
                  "train_count", "holdout_count", "real_data_source", "positive_controls_detected")
@@ -437,7 +437,7 @@ def markdown(results: dict, figures: dict[str, Path], out: Path) -> str:
         if figures.get(key):
             lines += ["", f"## {title}", "", f"![{key}]({figures[key].relative_to(out)})"]
     timing = dict(results["timing_s"])
-    wall = timing.pop(_STUDY_WALL, None)
+    wall = timing.pop(STUDY_WALL, None)
     lines += ["", "## Wall time", "", *([f"Study wall time: {wall / 60:.1f} min.", ""] if wall is not None else []),
               "| step | time |", "|---|---|"]
     lines += [f"| {k} | {v / 60:.1f} min |" for k, v in timing.items()]

@@ -168,7 +168,7 @@ def _dcgan_step(model, total_steps: int):
 
 def _pix2pix_step(model, total_steps: int):
     """ImageGAN.training_step without Lightning: the same losses (weighted L1, the vessel critic on D's
-    optimizer, the EMA painter when the config has them), so both sides do the same work."""
+    optimizer, the FOV depth channel and the EMA painter when the config has them), so both sides do the same work."""
     h, g, d, critic = model.hparams, model.generator, model.discriminator, model.vessel_critic
     opt_g, opt_d = model.configure_optimizers()
     done = 0
@@ -176,7 +176,7 @@ def _pix2pix_step(model, total_steps: int):
     def step(batch):
         nonlocal done
         mask, fov = batch["mask"], batch["fov"]
-        cond = condition(mask, fov)
+        cond = condition(mask, fov, model._depth(batch))
         real = composite(batch["image"], fov)
         fake = composite(g(cond), fov)
         d_loss = h.d_loss_scale * discriminator_loss(d(model._pair(cond, real)),
@@ -197,9 +197,9 @@ def _pix2pix_step(model, total_steps: int):
         d.requires_grad_(True)
         if critic is not None:
             critic.requires_grad_(True)
-        done += 1
         if model.generator_ema is not None:
-            ema_update(model.generator_ema, g, done - 1, h.ema_decay)
+            ema_update(model.generator_ema, g, done, h.ema_decay)
+        done += 1
     return step
 
 

@@ -9,9 +9,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from synthmed_lightning.checkpoints import restore_module
 from synthmed_lightning.data.datasets import PatchDataset
 from synthmed_lightning.data.sample import Sample
-from synthmed_lightning.checkpoints import restore_module
 from synthmed_lightning.data.transforms import fov_depth, to_tensor_layout, training_augmentation
 from synthmed_lightning.models.components.ema import ema_update
 from synthmed_lightning.models.components.pix2pix import UNetGenerator

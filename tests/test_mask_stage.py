@@ -11,7 +11,7 @@ import torch
 
 from helpers import SMOKE, assert_ok, compose_config, run_cli, smoke_run
 from synthmed_lightning.checkpoints import load_checkpoint, restore_module
-from synthmed_lightning.data.mask_data import MaskDataModule, from_square, square_resize_binary, to_square
+from synthmed_lightning.data.mask_data import MaskDataModule, fov_to_native, from_square, square_resize_binary, to_square
 from synthmed_lightning.data.readers import read_dataset
 from synthmed_lightning.errors import CheckpointError, ConfigError
 from synthmed_lightning.models.mask_gan import MaskGAN
@@ -175,6 +175,22 @@ def test_square_round_trip_and_thin_vessels():
     diagonal = np.eye(96, dtype=np.uint8)
     area = square_resize_binary(diagonal, 32, "area", 0.25)
     assert np.all(area.any(axis=1)) and np.all(area.any(axis=0))
+
+
+def test_fov_to_native_rounds_off_the_coarse_stair_steps():
+    # A fundus FOV (a disc cut by the image's top and bottom) drawn at 32 px and mapped back to
+    # 300 x 290: upsampled alone its rim keeps ~9 px steps; smoothed it stays close to the true disc.
+    height, width = 300, 290
+    yy, xx = np.mgrid[:height, :width]
+    disc = ((yy - 150) ** 2 + (xx - 145) ** 2 <= 140**2).astype(np.uint8)
+    coarse = square_resize_binary(disc, 32, "linear", 0.5)
+    stepped, smooth = from_square(coarse, height, width), fov_to_native(coarse, height, width)
+    rim = 2 * np.pi * 140
+    def mean_rim_error(fov):  # px: pixels on the wrong side of the rim per pixel of rim
+        return np.sum(fov != disc) / rim
+    assert mean_rim_error(smooth) < 0.5 * mean_rim_error(stepped) and mean_rim_error(smooth) < 1.5
+    assert smooth.dtype == np.uint8 and set(np.unique(smooth)) == {0, 1}
+    assert abs(int(smooth.sum()) - int(disc.sum())) < 0.01 * disc.sum()
 
 
 def test_ema_tracks_the_generator():

@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 
 from synthmed_lightning.checkpoints import load_module
 from synthmed_lightning.data.appearance import AppearanceModel, transfer_colour
-from synthmed_lightning.data.mask_data import from_square
+from synthmed_lightning.data.mask_data import fov_to_native, from_square
 from synthmed_lightning.data.nuisance import NuisanceModel
 from synthmed_lightning.data.readers import dataset_spec, read_dataset
 from synthmed_lightning.errors import ConfigError
@@ -137,7 +137,7 @@ class SingleGenerator:
         out = []
         for seed in seeds:
             sample = self.single_gan.generate(1, seed)
-            fov = from_square(_binary(sample["fov"]), height, width, binary=True)
+            fov = fov_to_native(_binary(sample["fov"]), height, width)
             mask = from_square(_binary(sample["mask"]), height, width, binary=True) & fov
             image = from_square(to_uint8(sample["image"][0]), height, width, binary=False)
             out.append((image * fov[..., None], mask, fov))

@@ -70,6 +70,22 @@ def from_square(array: np.ndarray, height: int, width: int, binary: bool | None 
     return square[top: top + height, left: left + width]
 
 
+def fov_to_native(fov: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(S, S) {0, 1} FOV -> (height, width) uint8 {0, 1}: `from_square`'s geometry with a smooth rim.
+
+    Upsampled and thresholded alone, a disc drawn at S px keeps stair steps one coarse pixel tall
+    on its rim (9 native px at 64 px on DRIVE), which no camera's FOV has and which the export's
+    images and masks would carry. Blurring the upsampled square over two coarse pixels before the
+    threshold rounds them off; a disc's rim moves inward by under a pixel (at 64 px on DRIVE the
+    result overlaps the training FOVs' native majority with IoU 0.994, the stepped disc 0.987).
+    """
+    m = max(height, width)
+    square = cv2.resize(np.asarray(fov, np.float32), (m, m), interpolation=cv2.INTER_LINEAR)
+    square = cv2.GaussianBlur(square, (0, 0), sigmaX=2 * m / fov.shape[0], borderType=cv2.BORDER_CONSTANT)
+    top, left = (m - height) // 2, (m - width) // 2
+    return (square[top: top + height, left: left + width] >= 0.5).astype(np.uint8)
+
+
 def coarse_to_native(mask: np.ndarray, height: int, width: int) -> np.ndarray:
     """(S, S) coarse mask in [0, 1] (thresholded or coverage) -> (height, width) float32 in [0, 1]: `from_square`'s geometry,
     interpolated linearly and not thresholded (what Stage I's refiner reads)."""

@@ -19,7 +19,7 @@ import typing
 import numpy as np
 import torch
 
-from synthmed_lightning.data.mask_data import coarse_to_native, from_square
+from synthmed_lightning.data.mask_data import coarse_to_native, fov_to_native, from_square
 from synthmed_lightning.data.transforms import resize_binary
 from synthmed_lightning.models.components.refiner import MaskRefiner, join_fragments, refiner_loss, remove_fragments
 from synthmed_lightning.models.gan_base import GANModule, _build
@@ -112,7 +112,7 @@ class MaskGAN(GANModule):
         draws them at the training images' size (`source_size`; resized when another size is asked
         for), else they are the squares mapped back with `from_square`."""
         raw = self.generate_raw(n, seed)[:, :1]
-        fov = from_square(_as_uint8(self.fov[0, 0]), height, width, binary=True)
+        fov = fov_to_native(_as_uint8(self.fov[0, 0]), height, width)
         if self.refiner is None:
             masks = [from_square(_as_uint8(m[0]), height, width, binary=True) for m in self.binary_mask(raw)]
         else:
@@ -129,7 +129,7 @@ class MaskGAN(GANModule):
         the refiner's training inputs were (`coarse_to_native`), refined, thresholded, fragments joined and specks dropped
         (inside the FOV mapped the same way)."""
         h = self.hparams
-        fov = from_square(_as_uint8(self.fov[0, 0]), height, width, binary=True) > 0
+        fov = fov_to_native(_as_uint8(self.fov[0, 0]), height, width) > 0
         pitch = max(height, width) / coarse.shape[-1]  # native px per coarse px
         upsampled = np.stack([coarse_to_native(m[0].float().cpu().numpy(), height, width) for m in coarse])
         inputs = torch.from_numpy(upsampled.astype(np.float32))[:, None]

@@ -21,8 +21,10 @@ def test_study_experiments_target_their_stage():
     assert cfg.stage == "study" and list(cfg.study.overrides.image) == ["model.l1_weight=0"]
     cfg = compose_config("+experiment=ablation_loss", "gan_loss=lsgan")
     assert list(cfg.study.overrides.mask) == ["model.loss=lsgan"] and "lsgan" in cfg.study.out_dir
-    cfg = compose_config("+experiment=ablation_mask_resolution", "mask_size=64")
-    assert list(cfg.study.overrides.mask) == ["profile.mask.image_size=64"]
+    cfg = compose_config("+experiment=ablation_mask_resolution", "mask_size=128")
+    assert list(cfg.study.overrides.mask) == ["profile.mask.image_size=128", "profile.mask.join_gap=3.0"]
+    cfg = compose_config("+experiment=stage1_64px")
+    assert {"profile.mask.image_size=64", "profile.mask.join_gap=1.5"} <= set(cfg.study.overrides.mask)
     cfg = compose_config("+experiment=synthetic_count")
     assert list(cfg.study.synthetic_counts) == [50, 200, 1000]
     cfg = compose_config("+experiment=paper")

@@ -11,7 +11,8 @@ import torch
 
 from helpers import compose_config, smoke_run
 from synthmed_lightning.checkpoints import load_checkpoint, restore_module
-from synthmed_lightning.data.mask_data import MaskDataModule, coarse_to_native, from_square, square_resize_binary
+from synthmed_lightning.data.mask_data import (MaskDataModule, coarse_to_native, fov_to_native, from_square,
+                                               square_resize_binary)
 from synthmed_lightning.errors import CheckpointError, ConfigError
 from synthmed_lightning.models.components.refiner import (MaskRefiner, join_fragments, refiner_loss,
                                                           remove_fragments)
@@ -151,7 +152,7 @@ def test_generate_native_draws_refined_masks_inside_the_fov(checkpoint):
 
 def test_checkpoint_without_refiner_still_exports_through_from_square(checkpoint):
     """A checkpoint from before the refiner (no `refiner` settings, no refiner weights) loads, and its
-    native samples are the squares mapped back as before."""
+    native samples are the squares mapped back as before (inside the FOV, whose rim is smoothed)."""
     old = dict(checkpoint)
     old["hyper_parameters"] = {k: v for k, v in checkpoint["hyper_parameters"].items()
                                if k not in ("refiner", "refiner_lr", "refiner_batch", "refiner_threshold",
@@ -161,7 +162,7 @@ def test_checkpoint_without_refiner_still_exports_through_from_square(checkpoint
     assert model.refiner is None
     native = model.generate_native(2, seed=7, height=NATIVE, width=NATIVE)
     square = model.generate(2, seed=7)
-    fov = from_square((square["fov"][0, 0].numpy() > 0.5).astype(np.uint8), NATIVE, NATIVE, binary=True)
+    fov = fov_to_native((square["fov"][0, 0].numpy() > 0.5).astype(np.uint8), NATIVE, NATIVE)
     for mask, out in zip(square["mask"], native["mask"]):
         assert np.array_equal(out, from_square((mask[0].numpy() > 0.5).astype(np.uint8), NATIVE, NATIVE) & fov)
 

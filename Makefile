@@ -42,7 +42,7 @@ reproduce-paper: install ## the synthetic-vs-real study: DATA_ROOT=<folder with 
 	$(BIN)/python -m synthmed_lightning stage=study data=$(DATA) paths.data_root=$(abspath $(DATA_ROOT)) \
 		profile=$(PROFILE) $(if $(OUT),study.out_dir=$(abspath $(OUT))) $(ARGS)
 
-BENCHMARKS := step_rate precision data_throughput generate_throughput ddp_scaling memory
+BENCHMARKS := step_rate precision data_throughput generate_throughput postprocess_cost ddp_scaling memory
 bench: install ## side-by-side benchmarks (benchmarks/, ~15 min on 2 CPU cores): summary in outputs/bench/summary.md
 	for b in $(BENCHMARKS); do OMP_NUM_THREADS=1 $(BIN)/python benchmarks/$$b.py || exit 1; done
 	$(BIN)/python benchmarks/summary.py

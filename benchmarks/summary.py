@@ -43,6 +43,12 @@ def lines() -> list[str]:
                 "| size | images/s | ms per image |", "|---|---|---|"]
         out += [f"| {size} | {r['images_per_s']:.2f} | {r['s_per_image'] * 1e3:.0f} |" for size, r in gen["sizes"].items()]
         out.append("")
+    post = _load("postprocess_cost")
+    if post:
+        out += [f"## Export post-processing vs painting, per {post['image']} image ({post['goal']}: "
+                f"{'met' if post['met'] else 'NOT met'})", "", "| step | ms CPU | x painting |", "|---|---|---|"]
+        out += [f"| {name} | {r['cpu_s'] * 1e3:.0f} | {r['ratio_to_paint']:.2f} |" for name, r in post["steps"].items()]
+        out.append("")
     ddp = _load("ddp_scaling")
     if ddp:
         out += [f"## DDP on CPU processes, stage=segment quick ({ddp['data']})", "",
@@ -58,10 +64,10 @@ def lines() -> list[str]:
         out += [f"| {stage} | {r['parameters_m']:.1f} | {r['batch_size']} | {r['estimate_gib']:.2f} |"
                 for stage, r in mem["paper_gpu_estimate"].items()]
         out.append("")
-    first = step or data or gen or ddp or mem
+    first = step or data or gen or post or ddp or mem
     if first:
         out.append(f"Machine: {first['machine']}; date {first['date']}; load average at the end of each benchmark: "
-                   + ", ".join(f"{r['benchmark']} {r['load_average_at_end']}" for r in (step, data, gen, ddp, mem) if r))
+                   + ", ".join(f"{r['benchmark']} {r['load_average_at_end']}" for r in (step, data, gen, post, ddp, mem) if r))
     return out
 
 

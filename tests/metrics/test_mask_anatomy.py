@@ -1,7 +1,5 @@
 """Anatomy statistics of vessel masks on hand-made masks with known answers, and on DRIVE."""
 
-import time
-
 import cv2
 import numpy as np
 import pytest
@@ -145,13 +143,12 @@ def test_compare_anatomy():
     assert diff["end_points"] == pytest.approx(1.0)
 
 
-def test_fast_on_a_drive_sized_mask():
+def test_a_drive_sized_phantom_mask_has_branches_and_thin_vessels():
+    # (its cost per mask is benchmarks/postprocess_cost.py's)
     from synthmed_lightning.data.phantom import render_phantom
 
     sample = render_phantom(3)
-    start = time.perf_counter()
     stats = anatomy_statistics(sample.mask[None], sample.fov)
-    assert time.perf_counter() - start < 1.0
     assert stats["branch_points"] > 10 and 0.0 < stats["thin_fraction"] < 1.0
 
 

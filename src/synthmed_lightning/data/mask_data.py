@@ -16,7 +16,8 @@ mapping, and `native_crop`, the real mask at the same place; flipped and turned 
 together.
 
 The FOV of generated samples is not generated: it is the pixelwise majority of the training FOVs
-at `image_size` (`MaskDataModule.fov`), a fixed disc for fundus cameras (see `GANModule`).
+at `image_size` (`MaskDataModule.fov`), a fixed disc for fundus cameras (see `GANModule`), which
+`fov_to_native` maps to a source size with a smooth rim.
 """
 
 import albumentations as A

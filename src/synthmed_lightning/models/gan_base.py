@@ -20,7 +20,7 @@ import torch
 
 from synthmed_lightning.checkpoints import STAGE_KEY
 from synthmed_lightning.metrics.mask_stats import mask_statistics
-from synthmed_lightning.models.components.diffaugment import diff_augment, parse_policy
+from synthmed_lightning.models.components.diffaugment import augment_channels, parse_policy
 from synthmed_lightning.models.components.ema import ema_update
 from synthmed_lightning.models.components.gan_losses import discriminator_loss, generator_loss, mode_seeking_penalty
 from synthmed_lightning.models.components.registry import UnknownNetworkError, build_network
@@ -111,12 +111,7 @@ class GANModule(L.LightningModule):
     # ------------------------------------------------------------------ training
     def augment(self, x: torch.Tensor) -> torch.Tensor:
         """What D sees of a real or fake batch: DiffAugment with the `diffaugment` policy."""
-        policy = parse_policy(self.hparams.diffaugment)
-        if "color" in policy and self.color_channels:
-            c = self.color_channels
-            x = torch.cat([diff_augment(x[:, :c], "color"), x[:, c:]], dim=1)
-        rest = ",".join(p for p in policy if p != "color")
-        return diff_augment(x, rest) if rest else x
+        return augment_channels(x, self.hparams.diffaugment, 0, self.color_channels)
 
     def _real_batch(self, batch: dict) -> torch.Tensor:
         """(B, C, S, S) in [-1, 1]: the real batch in the generator's channel layout."""

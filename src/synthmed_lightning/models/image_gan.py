@@ -14,6 +14,9 @@ Beyond the published losses (both off by default in the module, set in conf/mode
   look like a vessel of the real photographs, and the background must not.
 * `ema_decay` > 0 paints with an exponential moving average of G's weights (`components/ema.py`)
   instead of the last step's weights.
+* `diffaugment`: DiffAugment (`components/diffaugment.py`) of every (condition, image) pair D sees,
+  real and fake, in D's and G's step: ~18 training pairs let a plain D memorise them. Colour jitter
+  touches the image only; translation and cutout move condition and image together.
 
 The image is composited with the FOV (black outside it) both in training and when painting:
 only the retina is learned, and the real images' off-FOV background (slightly grey after
@@ -34,6 +37,7 @@ import torch.nn.functional as F
 
 from synthmed_lightning.checkpoints import STAGE_KEY
 from synthmed_lightning.data.transforms import fov_depth as fov_depth_map  # the model has a fov_depth switch
+from synthmed_lightning.models.components.diffaugment import augment_channels, parse_policy
 from synthmed_lightning.models.components.ema import ema_update
 from synthmed_lightning.models.components.gan_losses import LOSS_KINDS, discriminator_loss, generator_loss
 from synthmed_lightning.models.components.registry import build_network
@@ -81,7 +85,7 @@ class ImageGAN(L.LightningModule):
                  d_loss_scale: float = 0.5, paint_batch_size: int = 4, train_fov_diameter: float | None = None,
                  appearance: dict | None = None, nuisance: dict | None = None, privacy: dict | None = None,
                  vessel_weight: float = 0.0, vessel_critic: dict | None = None, critic_weight: float = 1.0,
-                 fov_depth: bool = False, ema_decay: float = 0.0):
+                 fov_depth: bool = False, ema_decay: float = 0.0, diffaugment: str = ""):
         super().__init__()
         if loss not in LOSS_KINDS:
             raise ValueError(f"unknown GAN loss {loss!r}: expected one of {', '.join(LOSS_KINDS)}")
@@ -89,6 +93,7 @@ class ImageGAN(L.LightningModule):
             raise ValueError(f"vessel_weight={vessel_weight} and critic_weight={critic_weight} must be >= 0")
         if not 0.0 <= ema_decay < 1.0:
             raise ValueError(f"model.ema_decay={ema_decay}: must be in [0, 1) (0 = paint with the last weights)")
+        parse_policy(diffaugment)  # an unknown policy fails here, before any training
         if vessel_critic and privacy:
             raise ValueError("vessel_critic is trained on the real images outside DP-SGD: set model.vessel_critic=null "
                              "with privacy=dp")
@@ -127,10 +132,10 @@ class ImageGAN(L.LightningModule):
         """Painting of patches whose size is a multiple of `size_multiple`."""
         return composite(self.painter(condition(mask, fov, depth)), fov)
 
-    @staticmethod
-    def _pair(cond: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-        """D's input: the generator's condition and an image."""
-        return torch.cat([cond, image], dim=1)
+    def _pair(self, cond: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        """D's input: the generator's condition and an image, DiffAugmented with the `diffaugment` policy."""
+        return augment_channels(torch.cat([cond, image], dim=1), self.hparams.diffaugment,
+                                cond.shape[1], cond.shape[1] + image.shape[1])
 
     def _depth(self, batch: dict) -> torch.Tensor | None:
         """The batch's FOV depth patches when the painter reads them."""

@@ -130,3 +130,14 @@ def diff_augment(
         for fn in AUGMENT_FNS[name]:
             x = fn(x, generator)
     return x
+
+
+def augment_channels(x: torch.Tensor, policy: str | None, start: int, stop: int) -> torch.Tensor:
+    """DiffAugment of a batch whose channels are not all colour: the colour jitter touches only
+    channels start..stop-1 (e.g. a painter's RGB, not its condition channels); the geometric ops
+    (translation, cutout) move every channel together, so mask and image stay aligned."""
+    names = parse_policy(policy)
+    if "color" in names and stop > start:
+        x = torch.cat([x[:, :start], diff_augment(x[:, start:stop], "color"), x[:, stop:]], dim=1)
+    rest = ",".join(name for name in names if name != "color")
+    return diff_augment(x, rest) if rest else x

@@ -179,25 +179,32 @@ def _fit_on_vessels(ema_decay: float = 0.0, iterations: int = 60, diffaugment: s
     return model
 
 
+def _held_out() -> list[dict]:
+    """4 vessel batches beyond the 60 `_fit_on_vessels` trains on."""
+    return _vessel_batches(4 + 60)[-4:]
+
+
+def _held_out_error(model: ImageGAN) -> float:
+    """Mean L1 of the model's paintings of the held-out vessel batches."""
+    held_out = _held_out()
+    return sum((model.paint(b["mask"], b["fov"]) - b["image"]).abs().mean().item() for b in held_out) / len(held_out)
+
+
 def test_ema_painter_learns_paints_with_the_average_and_leaves_training_alone():
     """The EMA copy only watches: G and D train bit-identically with or without it. It paints (forward and
     `paint` use it), it learnt (its L1 on held-out vessel patches well below the untrained painter's), and a
     checkpoint brings it back."""
-    held_out = _vessel_batches(4 + 60)[-4:]
     untrained = ImageGAN(GENERATOR, DISCRIMINATOR, ema_decay=0.99)
-
-    def error(model):
-        return sum((model.paint(b["mask"], b["fov"]) - b["image"]).abs().mean().item() for b in held_out) / len(held_out)
-
     plain, averaged = _fit_on_vessels(0.0), _fit_on_vessels(0.99)
     assert plain.generator_ema is None and plain.painter is plain.generator
     assert averaged.painter is averaged.generator_ema
     for (name, a), b in zip(plain.generator.state_dict().items(), averaged.generator.state_dict().values()):
         assert torch.equal(a, b), name
     assert any(not torch.equal(a, b) for a, b in zip(averaged.generator_ema.parameters(), averaged.generator.parameters()))
-    assert error(averaged) < 0.5 * error(untrained), (error(averaged), error(untrained))
+    errors = _held_out_error(averaged), _held_out_error(untrained)
+    assert errors[0] < 0.5 * errors[1], errors
     restored = restore_module(ImageGAN, {"hyper_parameters": dict(averaged.hparams), "state_dict": averaged.state_dict()})
-    mask, fov = held_out[0]["mask"], held_out[0]["fov"]
+    mask, fov = _held_out()[0]["mask"], _held_out()[0]["fov"]
     assert torch.equal(restored.paint(mask, fov), averaged.paint(mask, fov))
     with pytest.raises(ValueError, match="ema_decay"):
         ImageGAN(GENERATOR, DISCRIMINATOR, ema_decay=1.0)
@@ -210,6 +217,7 @@ def test_pair_augmentation_jitters_only_the_image_and_moves_condition_and_image_
     condition = torch.cat([mask, torch.ones_like(mask)], dim=1) * 2 - 1
     image = (0.5 - mask).expand(-1, 3, -1, -1)  # the image is the mask, inverted: aligned pixel for pixel
     pair = torch.cat([condition, image], dim=1)
+    assert torch.equal(augment_channels(pair, "", 2, 5), pair)  # no policy (the default): D sees the pair as is
     jittered = augment_channels(pair, "color", 2, 5)
     assert torch.equal(jittered[:, :2], pair[:, :2]) and not torch.equal(jittered[:, 2:], pair[:, 2:])
     moved = augment_channels(pair, "translation,cutout", 2, 5)
@@ -222,12 +230,8 @@ def test_pair_augmentation_jitters_only_the_image_and_moves_condition_and_image_
 
 def test_painter_with_augmented_discriminator_learns():
     """With every pair D sees augmented, G still learns to paint the vessels (L1 on held-out patches
-    well below the untrained painter's); the plain painter is untouched by the option's existence."""
-    held_out = _vessel_batches(4 + 60)[-4:]
-
-    def error(model):
-        return sum((model.paint(b["mask"], b["fov"]) - b["image"]).abs().mean().item() for b in held_out) / len(held_out)
-
+    well below the untrained painter's)."""
     untrained = ImageGAN(GENERATOR, DISCRIMINATOR)
     augmented = _fit_on_vessels(diffaugment="color,translation,cutout")
-    assert error(augmented) < 0.5 * error(untrained), (error(augmented), error(untrained))
+    errors = _held_out_error(augmented), _held_out_error(untrained)
+    assert errors[0] < 0.5 * errors[1], errors

@@ -1,5 +1,5 @@
 """Stage II's options beyond published pix2pix: resize-conv decoder, vessel-weighted L1, vessel critic, FOV depth,
-EMA of the generator's weights, DiffAugment of D's pairs."""
+EMA of the generator's weights, DiffAugment of D's pairs, the condition skip to full size."""
 
 import cv2
 import lightning as L
@@ -170,9 +170,11 @@ def test_ema_update_ramps_up_and_copies_buffers():
     assert average.weight.item() == pytest.approx(0.001)
 
 
-def _fit_on_vessels(ema_decay: float = 0.0, iterations: int = 60, diffaugment: str = "") -> ImageGAN:
+def _fit_on_vessels(ema_decay: float = 0.0, iterations: int = 60, diffaugment: str = "",
+                    generator: dict = GENERATOR, vessel_weight: float = 0.0) -> ImageGAN:
     L.seed_everything(0)
-    model = ImageGAN(GENERATOR, DISCRIMINATOR, lr=1e-3, ema_decay=ema_decay, diffaugment=diffaugment)
+    model = ImageGAN(generator, DISCRIMINATOR, lr=1e-3, ema_decay=ema_decay, diffaugment=diffaugment,
+                     vessel_weight=vessel_weight)
     trainer = L.Trainer(max_steps=2 * iterations, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(model, DataLoader(_vessel_batches(iterations), batch_size=None))
@@ -184,10 +186,14 @@ def _held_out() -> list[dict]:
     return _vessel_batches(4 + 60)[-4:]
 
 
-def _held_out_error(model: ImageGAN) -> float:
-    """Mean L1 of the model's paintings of the held-out vessel batches."""
+def _held_out_error(model: ImageGAN, on_vessels: bool = False) -> float:
+    """Mean L1 of the model's paintings of the held-out vessel batches (on the 1-px vessels only, or everywhere)."""
     held_out = _held_out()
-    return sum((model.paint(b["mask"], b["fov"]) - b["image"]).abs().mean().item() for b in held_out) / len(held_out)
+    errors = []
+    for b in held_out:
+        error = (model.paint(b["mask"], b["fov"]) - b["image"]).abs()
+        errors.append(error[(b["mask"] > 0).expand_as(error)].mean().item() if on_vessels else error.mean().item())
+    return sum(errors) / len(errors)
 
 
 def test_ema_painter_learns_paints_with_the_average_and_leaves_training_alone():
@@ -235,3 +241,22 @@ def test_painter_with_augmented_discriminator_learns():
     augmented = _fit_on_vessels(diffaugment="color,translation,cutout")
     errors = _held_out_error(augmented), _held_out_error(untrained)
     assert errors[0] < 0.5 * errors[1], errors
+
+
+def test_condition_skip_is_off_by_default_and_keeps_the_shape():
+    published = UNetGenerator(base_channels=4, num_downs=3)
+    skip = UNetGenerator(base_channels=4, num_downs=3, condition_skip=True)
+    assert published.head is None and not any(k.startswith("head.") for k in published.state_dict())
+    out = skip(torch.randn(2, 2, 32, 24))
+    assert out.shape == (2, 3, 32, 24) and out.abs().max() <= 1
+    assert skip.head[0].in_channels == 8 + 2  # head features (base_channels // 2, at least 8) + the condition
+
+
+def test_condition_skip_paints_one_pixel_vessels_better():
+    """The 1-px vessels of `_vessel_batches` reach the output through a x2 upsampling without the skip;
+    with it the last convs see them at full size: L1 on the vessel pixels of held-out patches at least
+    a quarter lower, for the same training (vessel-weighted L1, as the default painter)."""
+    skip = {**GENERATOR, "condition_skip": True}
+    errors = (_held_out_error(_fit_on_vessels(generator=skip, vessel_weight=4.0), True),
+              _held_out_error(_fit_on_vessels(vessel_weight=4.0), True))
+    assert errors[0] < 0.75 * errors[1], errors

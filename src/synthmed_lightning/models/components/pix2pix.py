@@ -82,6 +82,12 @@ class UNetGenerator(nn.Module):
     (256 for num_downs=8; 32 for num_downs=5). Other sizes raise ValueError.
     ``upsample="resize"`` replaces the transposed convs by nearest upsampling + 3x3 conv
     (no checkerboard); ``"transpose"`` is the published network.
+
+    ``condition_skip``: the encoder's finest map is already at half resolution, so in the published
+    network a 1-2 px vessel reaches the output only through a x2 upsampling of half-size features.
+    With this flag the outermost decoder step ends in ``head_channels`` features instead, which are
+    concatenated with the condition itself at full size and turned into the image by two 3x3 convs:
+    every pixel of the mask is seen at its own position by the last layers.
     """
 
     def __init__(
@@ -93,6 +99,7 @@ class UNetGenerator(nn.Module):
         dropout: float = 0.5,
         norm: str = "batch",
         upsample: str = "transpose",
+        condition_skip: bool = False,
     ) -> None:
         super().__init__()
         if norm not in NORMS:
@@ -119,14 +126,24 @@ class UNetGenerator(nn.Module):
             for i in range(num_downs)
         )
         # ups[j] undoes downs[num_downs - 1 - j]; all but the innermost take a skip concat.
+        # With condition_skip the outermost step is an ordinary one ending in head_channels features.
+        head_channels = max(base_channels // 2, 8)
         ups = []
         for j in range(num_downs):
             level = num_downs - 1 - j
             in_ch = chans[level] * (1 if j == 0 else 2)
-            outermost = level == 0
-            out_ch = out_channels if outermost else chans[level - 1]
+            outermost = level == 0 and not condition_skip
+            out_ch = (head_channels if condition_skip else out_channels) if level == 0 else chans[level - 1]
             ups.append(_up(in_ch, out_ch, outermost, dropout if j < 3 else 0.0, norm, upsample))
         self.ups = nn.ModuleList(ups)
+        self.head = None
+        if condition_skip:
+            self.head = nn.Sequential(
+                nn.Conv2d(head_channels + in_channels, head_channels, 3, padding=1),
+                nn.ReLU(),
+                nn.Conv2d(head_channels, out_channels, 3, padding=1),
+                nn.Tanh(),
+            )
         self.apply(init_dcgan_weights)
 
     @property
@@ -142,6 +159,7 @@ class UNetGenerator(nn.Module):
                 f"UNetGenerator with num_downs={self.num_downs} needs height and width that are "
                 f"multiples of {m}, got {h}x{w}"
             )
+        condition = x
         skips = []
         for down in self.downs:
             x = down(x)
@@ -149,6 +167,8 @@ class UNetGenerator(nn.Module):
         x = self.ups[0](skips.pop())
         for up in self.ups[1:]:
             x = up(torch.cat([x, skips.pop()], dim=1))
+        if self.head is not None:
+            x = self.head(torch.cat([x, condition], dim=1))
         return x
 
 

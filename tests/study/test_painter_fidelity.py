@@ -1,9 +1,9 @@
-"""The painter-fidelity measure's parts: thin vessels and the per-image vessel scores."""
+"""The painter-fidelity measure's parts: the per-image vessel scores and their summary."""
 
 import numpy as np
 import pytest
 
-from synthmed_lightning.study.fidelity import _summary, thin_vessels, vessel_scores
+from synthmed_lightning.study.fidelity import _summary, vessel_scores
 
 
 def _lines() -> np.ndarray:
@@ -12,12 +12,6 @@ def _lines() -> np.ndarray:
     mask[12:14, 5:35] = 1      # 2 px wide: thin
     mask[20:26, 5:35] = 1      # 6 px wide: thick
     return mask
-
-
-def test_thin_vessels_are_those_at_most_two_pixels_wide():
-    thin = thin_vessels(_lines())
-    assert thin[5, 5:35].all() and thin[12:14, 5:35].all()
-    assert not thin[20:26, 5:35].any()
 
 
 def test_vessel_scores_split_recall_into_thin_and_thick():

@@ -58,7 +58,11 @@ def test_results_have_every_key_with_finite_values(study):
     assert all(_finite(v) and v > 0 for v in results["timing_s"].values())
     assert set(results["decomposition"]) == {"Stage II (the painter)", "Stage I (the masks)"}
     fidelity = results["painter_fidelity"]
-    assert set(fidelity) == {"painted", "real"} and all(0 <= v <= 1 for s in fidelity.values() for v in s.values())
+    assert set(fidelity) == {"painted", "real"}
+    for scores in fidelity.values():
+        assert all(0 <= scores[k] <= 1 for k in ("f1_vessel", "specificity", "recall_thin", "recall_thick"))
+        assert all(-1 <= scores[k] <= 1 for k in ("contrast_thin", "contrast_thick", "background_roughness"))
+    assert fidelity["real"]["contrast_thick"] > 0  # the phantom's vessels are darker than its background
     # The U-Net on real data learned (smoke budget, phantom): well above chance.
     assert results["segmentation"]["real"]["auc"] > 0.8
     report = (study / "report.md").read_text()

@@ -7,10 +7,10 @@
   the control is real training vs real test images. KID on the same features beside it: unbiased,
   so it does not depend on N as the Fréchet distance does.
 * Painter fidelity: whether Stage II's paintings carry the vessels they were given, thin ones
-  included, as the real-data U-Net sees them (`painter_fidelity`).
+  included, as the real-data U-Net sees them, and how dark those vessels and how rough the
+  background are beside the photographs' (`painter_fidelity`, `metrics/vessel_contrast.py`).
 """
 
-import cv2
 import numpy as np
 import torch
 
@@ -18,6 +18,7 @@ from synthmed_lightning.checkpoints import load_module
 from synthmed_lightning.data.sample import Sample
 from synthmed_lightning.data.transforms import DEFAULT_PREPROCESS, preprocess, to_tensor_layout
 from synthmed_lightning.metrics.distribution import frechet_distance, intensity_kl, kernel_distance
+from synthmed_lightning.metrics.vessel_contrast import mean_vessel_contrast, thin_vessels
 
 _MAX_TILE = 128
 
@@ -90,12 +91,6 @@ def feature_distances_to_real(segment_ckpt: str, real: list[Sample], others: dic
     return out
 
 
-def thin_vessels(mask: np.ndarray) -> np.ndarray:
-    """The vessel pixels of a binary mask that a 3 x 3 opening removes: vessels at most 2 px wide."""
-    mask = (mask > 0).astype(np.uint8)
-    return (mask > 0) & (cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)) == 0)
-
-
 def vessel_scores(probs: np.ndarray, mask: np.ndarray, fov: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
     """f1_vessel, specificity, and recall of thin and thick vessel pixels, inside the FOV."""
     inside, truth = fov > 0, mask > 0
@@ -123,6 +118,7 @@ def painter_fidelity(segment_ckpt: str, image_ckpt: str, masks: list[Sample]) ->
     segments Stage II's paintings of real masks it never trained on (the test split's) and is scored
     against the painted mask; the same U-Net on the real photographs of those masks is the reference.
     Recall is split into thin (<= 2 px) and thick vessels: thin ones are what a painter loses first.
+    Each set also gets its vessel contrast and background roughness (`mean_vessel_contrast`).
     Paintings keep pix2pix's own colour (`painted`): this measures the painter, not the colour draws."""
     from synthmed_lightning.models.segmenter import Segmenter
     from synthmed_lightning.synthesis import Painter
@@ -131,11 +127,15 @@ def painter_fidelity(segment_ckpt: str, image_ckpt: str, masks: list[Sample]) ->
     prep = dict(model.hparams.preprocess or DEFAULT_PREPROCESS)
     painter = Painter(image_ckpt, torch.device("cpu"), "painted")
     scores = {"painted": [], "real": []}
+    images = {"painted": [], "real": []}
     for sample in masks:
         fov, mask = (sample.fov > 0).astype(np.uint8), (sample.mask > 0).astype(np.uint8)
         painting = painter((mask & fov)[None], fov[None], [0])[0]
         for name, image in (("painted", painting), ("real", sample.image)):
+            images[name].append(image)
             x = torch.from_numpy(to_tensor_layout(preprocess(image, **prep)))[None]
             probs = model.predict_probabilities(x, sample.fov_diameter)[0, 0].float().numpy()
             scores[name].append(vessel_scores(probs, mask, fov, float(model.hparams.threshold)))
-    return {name: _summary(counts) for name, counts in scores.items()}
+    masks_, fovs = [s.mask for s in masks], [s.fov for s in masks]
+    return {name: {**_summary(counts), **mean_vessel_contrast(images[name], masks_, fovs)}
+            for name, counts in scores.items()}

@@ -399,11 +399,16 @@ def markdown(results: dict, figures: dict[str, Path], out: Path) -> str:
     if results.get("painter_fidelity"):
         lines += ["", "## Does Stage II paint the vessels it is given?", "",
                   "The real-data U-Net on Stage II's paintings of the real test masks (scored against the painted "
-                  "mask) and on the real test photographs. Thin: vessels at most 2 px wide.", "",
-                  "| images | f1_vessel | specificity | recall, thin vessels | recall, thick vessels |", "|---|---|---|---|---|"]
+                  "mask) and on the real test photographs. Thin: vessels at most 2 px wide. Contrast: 1 - vessel "
+                  "/ local background (green); roughness: the background's relative deviation "
+                  "(`metrics/vessel_contrast.py`).", "",
+                  "| images | f1_vessel | specificity | recall, thin vessels | recall, thick vessels | contrast, thin | "
+                  "contrast, thick | background roughness |", "|---|---|---|---|---|---|---|---|"]
         for name, values in results["painter_fidelity"].items():
             lines.append(f"| {name} | {_fmt(values['f1_vessel'])} | {_fmt(values['specificity'])} | "
-                         f"{_fmt(values['recall_thin'])} | {_fmt(values['recall_thick'])} |")
+                         f"{_fmt(values['recall_thin'])} | {_fmt(values['recall_thick'])} | "
+                         f"{_fmt(values.get('contrast_thin'))} | {_fmt(values.get('contrast_thick'))} | "
+                         f"{_fmt(values.get('background_roughness'))} |")
     lines += ["", "## Fidelity", "", "| set | KL(real ‖ set), nats | Fréchet (U-Net features) | KID (U-Net features) |"
               + (" paper KL |" if paper else ""), "|---|---|---|---|" + ("---|" if paper else "")]
     kl, fd, kid = results.get("kl", {}), results.get("frechet", {}), results.get("kid", {})

@@ -1,5 +1,6 @@
 """Stage II's options beyond published pix2pix: resize-conv decoder, vessel-weighted L1, vessel critic, FOV depth,
-EMA of the generator's weights, DiffAugment of D's pairs, the condition skip to full size."""
+EMA of the generator's weights, DiffAugment of D's pairs, the condition skip to full size, each image's own
+BatchNorm statistics when painting."""
 
 import cv2
 import lightning as L
@@ -16,7 +17,7 @@ from synthmed_lightning.data.transforms import fov_depth, to_tensor_layout, trai
 from synthmed_lightning.models.components.diffaugment import augment_channels
 from synthmed_lightning.models.components.ema import ema_update
 from synthmed_lightning.models.components.pix2pix import UNetGenerator
-from synthmed_lightning.models.image_gan import ImageGAN
+from synthmed_lightning.models.image_gan import ImageGAN, batch_statistics
 
 GENERATOR = {"_target_": "synthmed_lightning.models.components.pix2pix.UNetGenerator", "base_channels": 4,
              "num_downs": 3, "upsample": "resize"}
@@ -260,3 +261,43 @@ def test_condition_skip_paints_one_pixel_vessels_better():
     errors = (_held_out_error(_fit_on_vessels(generator=skip, vessel_weight=4.0), True),
               _held_out_error(_fit_on_vessels(vessel_weight=4.0), True))
     assert errors[0] < 0.75 * errors[1], errors
+
+
+def test_batch_statistics_normalise_with_the_batch_and_leave_the_running_averages_alone():
+    network = nn.Sequential(nn.Conv2d(1, 2, 1), nn.BatchNorm2d(2), nn.Dropout(0.5)).eval()
+    network[1].running_mean.fill_(5.0)
+    before = {k: v.clone() for k, v in network.state_dict().items()}
+    x = torch.randn(1, 1, 8, 8)
+    with batch_statistics(network):
+        inside = network(x)
+        assert network[1].training and not network[2].training  # dropout stays off
+    features = network[0](x)
+    expected = (features - features.mean((0, 2, 3), keepdim=True)) / torch.sqrt(
+        features.var((0, 2, 3), unbiased=False, keepdim=True) + network[1].eps)
+    assert torch.allclose(inside, expected * network[1].weight[:, None, None] + network[1].bias[:, None, None], atol=1e-5)
+    assert not network[1].training and network[1].momentum == 0.1
+    for key, value in network.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+def test_painting_with_each_images_own_statistics():
+    """`paint_statistics=image` paints each image alone with its own BatchNorm statistics: the same
+    image whatever it is painted beside, not the running-statistics painting, and the weights untouched."""
+    torch.manual_seed(0)
+    model = ImageGAN(GENERATOR, DISCRIMINATOR, paint_statistics="image")
+    for m in model.generator.modules():  # running averages far from any batch's statistics
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.fill_(0.5)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    batches = _held_out()
+    mask = torch.cat([batches[0]["mask"], batches[1]["mask"]])
+    fov = torch.ones_like(mask)
+    together = model.paint(mask, fov)
+    assert torch.equal(together[:1], model.paint(mask[:1], fov[:1]))
+    assert torch.equal(together[2:], model.paint(mask[2:], fov[2:]))
+    assert all(torch.equal(value, before[key]) for key, value in model.state_dict().items())
+    running = ImageGAN(GENERATOR, DISCRIMINATOR)
+    running.load_state_dict(model.state_dict())
+    assert (running.paint(mask, fov) - together).abs().max() > 0.05
+    with pytest.raises(ValueError, match="paint_statistics"):
+        ImageGAN(GENERATOR, DISCRIMINATOR, paint_statistics="batch")

@@ -17,6 +17,9 @@ Beyond the published losses (both off by default in the module, set in conf/mode
 * `diffaugment`: DiffAugment (`components/diffaugment.py`) of every (condition, image) pair D sees,
   real and fake, in D's and G's step: ~18 training pairs let a plain D memorise them. Colour jitter
   touches the image only; translation and cutout move condition and image together.
+* `paint_statistics`: what G's BatchNorm layers normalise with when painting: `running` (the
+  averages of the training batches, PyTorch's eval mode) or `image` (each image's own statistics,
+  one image per forward pass: what the pix2pix paper does at test time, with the test batch's).
 
 The image is composited with the FOV (black outside it) both in training and when painting:
 only the retina is learned, and the real images' off-FOV background (slightly grey after
@@ -29,6 +32,7 @@ steps per batch; `generator_steps` is the number of batches seen (see stages/ima
 from __future__ import annotations
 
 import copy
+from contextlib import contextmanager, nullcontext
 
 import lightning as L
 import numpy as np
@@ -58,6 +62,31 @@ def depth_maps(fov: torch.Tensor) -> torch.Tensor:
     return torch.stack(maps)[:, None].to(fov.device, fov.dtype)
 
 
+# What G's BatchNorm layers normalise with when painting (see the module docstring).
+PAINT_STATISTICS = ("running", "image")
+
+
+@contextmanager
+def batch_statistics(network: torch.nn.Module):
+    """Inside the block, `network`'s BatchNorm layers normalise each batch with its own statistics
+    and leave their running averages as they were (train mode with momentum 0); other layers keep
+    their mode (dropout stays off in eval mode)."""
+    norms = [m for m in network.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.training, m.momentum, None if m.num_batches_tracked is None else m.num_batches_tracked.clone())
+             for m in norms]
+    for m in norms:
+        m.train()
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, (training, momentum, tracked) in zip(norms, saved):
+            m.train(training)
+            m.momentum = momentum
+            if tracked is not None:
+                m.num_batches_tracked.copy_(tracked)
+
+
 def composite(image: torch.Tensor, fov: torch.Tensor) -> torch.Tensor:
     """Black (-1) outside the FOV, the image inside it."""
     return image * fov - (1.0 - fov)
@@ -85,7 +114,8 @@ class ImageGAN(L.LightningModule):
                  d_loss_scale: float = 0.5, paint_batch_size: int = 4, train_fov_diameter: float | None = None,
                  appearance: dict | None = None, nuisance: dict | None = None, privacy: dict | None = None,
                  vessel_weight: float = 0.0, vessel_critic: dict | None = None, critic_weight: float = 1.0,
-                 fov_depth: bool = False, ema_decay: float = 0.0, diffaugment: str = ""):
+                 fov_depth: bool = False, ema_decay: float = 0.0, diffaugment: str = "",
+                 paint_statistics: str = "running"):
         super().__init__()
         if loss not in LOSS_KINDS:
             raise ValueError(f"unknown GAN loss {loss!r}: expected one of {', '.join(LOSS_KINDS)}")
@@ -94,6 +124,8 @@ class ImageGAN(L.LightningModule):
         if not 0.0 <= ema_decay < 1.0:
             raise ValueError(f"model.ema_decay={ema_decay}: must be in [0, 1) (0 = paint with the last weights)")
         parse_policy(diffaugment)  # an unknown policy fails here, before any training
+        if paint_statistics not in PAINT_STATISTICS:
+            raise ValueError(f"model.paint_statistics={paint_statistics!r}: expected one of {', '.join(PAINT_STATISTICS)}")
         if vessel_critic and privacy:
             raise ValueError("vessel_critic is trained on the real images outside DP-SGD: set model.vessel_critic=null "
                              "with privacy=dp")
@@ -225,9 +257,9 @@ class ImageGAN(L.LightningModule):
 
         The generator is fully convolutional: the inputs are zero-padded (outside the FOV, no
         vessels) symmetrically to a multiple of 2**num_downs and the result cropped back. Eval mode
-        (BatchNorm running statistics, no dropout), so the same mask always gives the same image;
-        the diversity of a synthetic set comes from Stage I's masks. Black outside the FOV.
-        Returns a tensor on the inputs' device.
+        (no dropout; BatchNorm with its running statistics, or with `paint_statistics=image` each
+        image's own), so the same mask always gives the same image; the diversity of a synthetic set
+        comes from Stage I's masks. Black outside the FOV. Returns a tensor on the inputs' device.
         """
         if mask.shape != fov.shape or mask.dim() != 4 or mask.shape[1] != 1:
             raise ValueError(f"paint expects mask and fov of one shape (n, 1, H, W), got {tuple(mask.shape)} and {tuple(fov.shape)}")
@@ -238,12 +270,15 @@ class ImageGAN(L.LightningModule):
             m = self.size_multiple
             ph, pw = -(-h // m) * m - h, -(-w // m) * m - w
             pad = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
+            own_statistics = self.hparams.paint_statistics == "image"
+            step = 1 if own_statistics else self.hparams.paint_batch_size  # one image per batch: its own statistics
             outputs = []
-            for start in range(0, mask.shape[0], self.hparams.paint_batch_size):
-                chunk_mask = F.pad(mask[start: start + self.hparams.paint_batch_size].to(self.device, torch.float32), pad)
-                chunk_fov = F.pad(fov[start: start + self.hparams.paint_batch_size].to(self.device, torch.float32), pad)
+            for start in range(0, mask.shape[0], step):
+                chunk_mask = F.pad(mask[start: start + step].to(self.device, torch.float32), pad)
+                chunk_fov = F.pad(fov[start: start + step].to(self.device, torch.float32), pad)
                 depth = depth_maps(chunk_fov) if self.hparams.fov_depth else None
-                image = self(chunk_mask, chunk_fov, depth)[..., pad[2]: pad[2] + h, pad[0]: pad[0] + w]
+                with batch_statistics(self.painter) if own_statistics else nullcontext():
+                    image = self(chunk_mask, chunk_fov, depth)[..., pad[2]: pad[2] + h, pad[0]: pad[0] + w]
                 outputs.append(image.to(mask.device))
             return torch.cat(outputs)
         finally:

@@ -234,6 +234,20 @@ def test_generate_samples_a_global_appearance_per_image(generators, tmp_path):
     assert_one_line_error(result, "appearance=random")
 
 
+def test_generate_paints_with_the_batchnorm_statistics_asked_for(generators, tmp_path):
+    """paint_statistics=running is what the smoke painter was trained with (the same files as leaving it unset);
+    image paints each image with its own statistics: other images, the same masks."""
+    for name, extra in (("trained", ()), ("running", ("paint_statistics=running",)), ("image", ("paint_statistics=image",))):
+        assert_ok(_generate(generators, tmp_path, name, "seed=3", "appearance=painted", *extra))
+    files = {name: read_manifest(tmp_path / name)["files"] for name in ("trained", "running", "image")}
+    assert files["running"] == files["trained"]
+    images = lambda f: {k: v for k, v in f.items() if k.startswith("images/")}  # noqa: E731
+    masks = lambda f: {k: v for k, v in f.items() if k.startswith("masks/")}  # noqa: E731
+    assert masks(files["image"]) == masks(files["trained"]) and images(files["image"]) != images(files["trained"])
+    assert read_manifest(tmp_path / "image")["config"]["paint_statistics"] == "image"
+    assert_one_line_error(_generate(generators, tmp_path, "bad", "paint_statistics=batch"), "paint_statistics=batch")
+
+
 def test_generate_with_a_wrong_stage_checkpoint_fails_cleanly(generators, tmp_path):
     result = run_cli("stage=generate", "profile=smoke", f"hydra.run.dir={tmp_path / 'run'}",
                      f"mask_ckpt={generators['image']}", f"image_ckpt={generators['image']}",

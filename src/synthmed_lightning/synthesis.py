@@ -17,7 +17,7 @@ from synthmed_lightning.data.mask_data import fov_to_native, from_square
 from synthmed_lightning.data.nuisance import NuisanceModel
 from synthmed_lightning.data.readers import dataset_spec, read_dataset
 from synthmed_lightning.errors import ConfigError
-from synthmed_lightning.models.image_gan import ImageGAN
+from synthmed_lightning.models.image_gan import PAINT_STATISTICS, ImageGAN
 from synthmed_lightning.models.mask_gan import MaskGAN
 from synthmed_lightning.models.single_gan import SingleGAN
 from synthmed_lightning.utils import to_primitive
@@ -45,8 +45,10 @@ class Painter:
     statistics kept in the checkpoint (`data/appearance.py`); with `photo` also the photographs'
     background texture, noise, fall-off and blur (`data/nuisance.py`), which the paintings lack."""
 
-    def __init__(self, image_ckpt: str, device: torch.device, appearance: str):
+    def __init__(self, image_ckpt: str, device: torch.device, appearance: str, paint_statistics: str | None = None):
         self.image_gan = load_module(ImageGAN, image_ckpt, "image").to(device).eval()
+        if paint_statistics is not None:  # how its BatchNorm paints, overriding what it was trained with
+            self.image_gan.hparams.paint_statistics = paint_statistics
         self.train_fov_diameter = self.image_gan.hparams.get("train_fov_diameter")
         self.contrast = appearance == "colour_contrast"
         self.nuisance = self._statistics("nuisance", NuisanceModel, image_ckpt, "appearance=photo shifts the colour only") \
@@ -81,9 +83,10 @@ class DualGenerator:
 
     mode = "dual"
 
-    def __init__(self, mask_ckpt: str, image_ckpt: str, device: torch.device, appearance: str):
+    def __init__(self, mask_ckpt: str, image_ckpt: str, device: torch.device, appearance: str,
+                 paint_statistics: str | None = None):
         self.mask_gan = load_module(MaskGAN, mask_ckpt, "mask").to(device).eval()
-        self.painter = Painter(image_ckpt, device, appearance)
+        self.painter = Painter(image_ckpt, device, appearance, paint_statistics)
         self.checkpoints = {"mask": mask_ckpt, "image": image_ckpt}
         self.source_size = self.mask_gan.hparams.get("source_size")
         self.train_fov_diameter = self.painter.train_fov_diameter
@@ -103,10 +106,11 @@ class RealMaskPainter:
 
     mode = "stage2_real_masks"
 
-    def __init__(self, image_ckpt: str, real: list, device: torch.device, appearance: str):
+    def __init__(self, image_ckpt: str, real: list, device: torch.device, appearance: str,
+                 paint_statistics: str | None = None):
         if not real:
             raise ConfigError("mask_source=real: the dataset's training split has no masks to paint")
-        self.painter = Painter(image_ckpt, device, appearance)
+        self.painter = Painter(image_ckpt, device, appearance, paint_statistics)
         self.real = real
         self.checkpoints = {"image": image_ckpt}
         self.source_size = list(real[0].mask.shape)
@@ -156,6 +160,10 @@ def build_generator(cfg: DictConfig, device: torch.device):
     source = cfg.get("mask_source", "gan")
     if source not in MASK_SOURCES:
         raise ConfigError(f"mask_source={source}: must be one of {', '.join(MASK_SOURCES)}")
+    paint_statistics = cfg.get("paint_statistics")
+    if paint_statistics is not None and paint_statistics not in PAINT_STATISTICS:
+        raise ConfigError(f"paint_statistics={paint_statistics}: must be one of {', '.join(PAINT_STATISTICS)}, or null "
+                          "(as the painter was trained)")
     if single and any(dual):
         raise ConfigError("give either mask_ckpt=... image_ckpt=... (dual GAN) or single_ckpt=... (single GAN), not both")
     if source == "real":
@@ -166,11 +174,11 @@ def build_generator(cfg: DictConfig, device: torch.device):
             raise ConfigError("mask_source=real paints each mask at its native size: leave height and width unset")
         data = to_primitive(cfg.data)
         real = read_dataset(dataset_spec(data["name"], data.get("root"), data.get("reader")), "train")
-        return RealMaskPainter(str(dual[1]), real, device, str(cfg.appearance))
+        return RealMaskPainter(str(dual[1]), real, device, str(cfg.appearance), paint_statistics)
     if single:
         return SingleGenerator(str(single), device)
     if all(dual):
-        return DualGenerator(str(dual[0]), str(dual[1]), device, str(cfg.appearance))
+        return DualGenerator(str(dual[0]), str(dual[1]), device, str(cfg.appearance), paint_statistics)
     if any(dual):
         missing = "image_ckpt" if dual[0] else "mask_ckpt"
         raise ConfigError(f"stage=generate with the dual GAN needs {missing}=<checkpoint> as well")

@@ -43,9 +43,9 @@ def vessel_contrast(image: np.ndarray, mask: np.ndarray, fov: np.ndarray, sigma:
     inside = cv2.erode((fov > 0).astype(np.uint8), np.ones((2 * _RIM + 1, 2 * _RIM + 1), np.uint8)) > 0
     near_vessel = cv2.dilate(vessel.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
     weight = (inside & ~near_vessel).astype(np.float64)
-    blur = lambda a: cv2.GaussianBlur(a, (0, 0), sigma)  # noqa: E731
-    background = blur(green * weight) / np.maximum(blur(weight), 1e-6)
-    measured = inside & (blur(weight) > 0.05) & (background > 1.0)  # enough background nearby, not black
+    nearby_weight = cv2.GaussianBlur(weight, (0, 0), sigma)
+    background = cv2.GaussianBlur(green * weight, (0, 0), sigma) / np.maximum(nearby_weight, 1e-6)
+    measured = inside & (nearby_weight > 0.05) & (background > 1.0)  # enough background nearby, not black
     relative = np.where(measured, green / np.where(measured, background, 1.0), 1.0)
     thin = thin_vessels(mask) & measured
     thick = vessel & measured & ~thin
@@ -63,11 +63,9 @@ def mean_vessel_contrast(images: list[np.ndarray], masks: list[np.ndarray], fovs
     None where no image has pixels of the class (so the figures stay valid JSON)."""
     per_image = [vessel_contrast(i, m, f, sigma) for i, m, f in zip(images, masks, fovs, strict=True)]
 
-    def finite(key: str) -> np.ndarray:
-        values = np.array([p[key] for p in per_image])
-        return values[np.isfinite(values)]
-
-    out = {key: float(finite(key).mean()) if finite(key).size else None for key in per_image[0]}
-    thick = finite("contrast_thick")
+    finite = {key: np.array([p[key] for p in per_image]) for key in per_image[0]}
+    finite = {key: values[np.isfinite(values)] for key, values in finite.items()}
+    out = {key: float(values.mean()) if values.size else None for key, values in finite.items()}
+    thick = finite["contrast_thick"]
     out["contrast_thick_spread"] = float(thick.std()) if thick.size else None
     return out

@@ -15,6 +15,8 @@ from synthmed_lightning.checkpoints import load_module
 from synthmed_lightning.data.appearance import AppearanceModel, transfer_colour
 from synthmed_lightning.data.mask_data import fov_to_native, from_square
 from synthmed_lightning.data.nuisance import NuisanceModel
+from synthmed_lightning.data.sample import fov_diameter
+from synthmed_lightning.data.vessel_profile import VesselProfile
 from synthmed_lightning.data.readers import dataset_spec, read_dataset
 from synthmed_lightning.errors import ConfigError
 from synthmed_lightning.models.image_gan import PAINT_STATISTICS, ImageGAN
@@ -43,9 +45,13 @@ class Painter:
     """Stage II, with each painting's own global appearance: pix2pix paints one look for every mask,
     so with `appearance=colour` each image then gets a colour drawn from the training images'
     statistics kept in the checkpoint (`data/appearance.py`); with `photo` also the photographs'
-    background texture, noise, fall-off and blur (`data/nuisance.py`), which the paintings lack."""
+    background texture, noise, fall-off and blur (`data/nuisance.py`), which the paintings lack.
+    With `vessel_profile`, each painting's vessel contrast is then moved ring by ring to the
+    photographs' (`data/vessel_profile.py`): pix2pix paints vessels darker and wider than their masks."""
 
-    def __init__(self, image_ckpt: str, device: torch.device, appearance: str, paint_statistics: str | None = None):
+    def __init__(self, image_ckpt: str, device: torch.device, appearance: str, paint_statistics: str | None = None,
+                 vessel_profile: bool = False):
+        self.image_ckpt = image_ckpt
         self.image_gan = load_module(ImageGAN, image_ckpt, "image").to(device).eval()
         if paint_statistics is not None:  # how its BatchNorm paints, overriding what it was trained with
             self.image_gan.hparams.paint_statistics = paint_statistics
@@ -55,6 +61,8 @@ class Painter:
             if appearance == "photo" else None
         self.appearance = self._statistics("appearance", AppearanceModel, image_ckpt, "every image keeps the painted "
                                            "appearance") if appearance != "painted" else None
+        self.vessel_profile = self._statistics("vessel_profile", VesselProfile, image_ckpt, "vessels keep the painted "
+                                               "contrast") if vessel_profile else None
 
     def _statistics(self, key: str, model_class, image_ckpt: str, fallback: str):
         """The statistics model the checkpoint keeps under `key`, or None (saying so) for an older one."""
@@ -73,6 +81,9 @@ class Painter:
                       for image, f, seed in zip(images, fov, seeds)]
         if self.nuisance is not None:
             images = [self.nuisance.apply(image, f, seed, mask=m) for image, f, m, seed in zip(images, fov, mask, seeds)]
+        if self.vessel_profile is not None:
+            images = [self.vessel_profile.apply(image, m, f, seed, fov_diameter(f))
+                      for image, f, m, seed in zip(images, fov, mask, seeds)]
         return images
 
 
@@ -83,11 +94,10 @@ class DualGenerator:
 
     mode = "dual"
 
-    def __init__(self, mask_ckpt: str, image_ckpt: str, device: torch.device, appearance: str,
-                 paint_statistics: str | None = None):
+    def __init__(self, mask_ckpt: str, painter: Painter, device: torch.device):
         self.mask_gan = load_module(MaskGAN, mask_ckpt, "mask").to(device).eval()
-        self.painter = Painter(image_ckpt, device, appearance, paint_statistics)
-        self.checkpoints = {"mask": mask_ckpt, "image": image_ckpt}
+        self.painter = painter
+        self.checkpoints = {"mask": mask_ckpt, "image": painter.image_ckpt}
         self.source_size = self.mask_gan.hparams.get("source_size")
         self.train_fov_diameter = self.painter.train_fov_diameter
 
@@ -106,13 +116,12 @@ class RealMaskPainter:
 
     mode = "stage2_real_masks"
 
-    def __init__(self, image_ckpt: str, real: list, device: torch.device, appearance: str,
-                 paint_statistics: str | None = None):
+    def __init__(self, painter: Painter, real: list):
         if not real:
             raise ConfigError("mask_source=real: the dataset's training split has no masks to paint")
-        self.painter = Painter(image_ckpt, device, appearance, paint_statistics)
+        self.painter = painter
         self.real = real
-        self.checkpoints = {"image": image_ckpt}
+        self.checkpoints = {"image": painter.image_ckpt}
         self.source_size = list(real[0].mask.shape)
         self.train_fov_diameter = self.painter.train_fov_diameter
 
@@ -164,6 +173,8 @@ def build_generator(cfg: DictConfig, device: torch.device):
     if paint_statistics is not None and paint_statistics not in PAINT_STATISTICS:
         raise ConfigError(f"paint_statistics={paint_statistics}: must be one of {', '.join(PAINT_STATISTICS)}, or null "
                           "(as the painter was trained)")
+    painter = lambda: Painter(str(dual[1]), device, str(cfg.appearance), paint_statistics,  # noqa: E731
+                              bool(cfg.get("vessel_profile", False)))
     if single and any(dual):
         raise ConfigError("give either mask_ckpt=... image_ckpt=... (dual GAN) or single_ckpt=... (single GAN), not both")
     if source == "real":
@@ -174,11 +185,11 @@ def build_generator(cfg: DictConfig, device: torch.device):
             raise ConfigError("mask_source=real paints each mask at its native size: leave height and width unset")
         data = to_primitive(cfg.data)
         real = read_dataset(dataset_spec(data["name"], data.get("root"), data.get("reader")), "train")
-        return RealMaskPainter(str(dual[1]), real, device, str(cfg.appearance), paint_statistics)
+        return RealMaskPainter(painter(), real)
     if single:
         return SingleGenerator(str(single), device)
     if all(dual):
-        return DualGenerator(str(dual[0]), str(dual[1]), device, str(cfg.appearance), paint_statistics)
+        return DualGenerator(str(dual[0]), painter(), device)
     if any(dual):
         missing = "image_ckpt" if dual[0] else "mask_ckpt"
         raise ConfigError(f"stage=generate with the dual GAN needs {missing}=<checkpoint> as well")

@@ -6,7 +6,8 @@ to ignore faint lines; if its background is smoother, it never learns what backg
 like. Both show here, on the green channel (where vessels have the most contrast in fundus images):
 
 * the local background is the green channel averaged over the nearby non-vessel pixels of the FOV
-  (a Gaussian of `sigma` px, normalised by the weight of the pixels it averaged);
+  (a Gaussian of `sigma` px, normalised by the weight of the pixels it averaged;
+  `data.vessel_profile.local_background`, which also gives paintings the photographs' contrast);
 * a vessel pixel's contrast is ``1 - pixel / background``: 0 for a vessel that is not drawn, about
   0.05 for a thin and 0.15 for a thick vessel in a DRIVE photograph;
 * background roughness is the standard deviation of ``pixel / background - 1`` over the
@@ -18,17 +19,11 @@ painter fidelity.
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
-# The FOV's rim is eroded by this many px before measuring, so the dark outside does not count as background.
-_RIM = 4
+from synthmed_lightning.data.vessel_profile import local_background, thin_vessels
 
-
-def thin_vessels(mask: np.ndarray) -> np.ndarray:
-    """The vessel pixels of a binary mask that a 3 x 3 opening removes: vessels at most 2 px wide."""
-    mask = (mask > 0).astype(np.uint8)
-    return (mask > 0) & (cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)) == 0)
+__all__ = ["mean_vessel_contrast", "thin_vessels", "vessel_contrast"]
 
 
 def vessel_contrast(image: np.ndarray, mask: np.ndarray, fov: np.ndarray, sigma: float = 6.0) -> dict[str, float]:
@@ -40,12 +35,7 @@ def vessel_contrast(image: np.ndarray, mask: np.ndarray, fov: np.ndarray, sigma:
                          "must be (H, W, 3), (H, W), (H, W)")
     green = image[..., 1].astype(np.float64)
     vessel = mask > 0
-    inside = cv2.erode((fov > 0).astype(np.uint8), np.ones((2 * _RIM + 1, 2 * _RIM + 1), np.uint8)) > 0
-    near_vessel = cv2.dilate(vessel.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
-    weight = (inside & ~near_vessel).astype(np.float64)
-    nearby_weight = cv2.GaussianBlur(weight, (0, 0), sigma)
-    background = cv2.GaussianBlur(green * weight, (0, 0), sigma) / np.maximum(nearby_weight, 1e-6)
-    measured = inside & (nearby_weight > 0.05) & (background > 1.0)  # enough background nearby, not black
+    background, measured, weight = local_background(green, mask, fov, sigma)
     relative = np.where(measured, green / np.where(measured, background, 1.0), 1.0)
     thin = thin_vessels(mask) & measured
     thick = vessel & measured & ~thin

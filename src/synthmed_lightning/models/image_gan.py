@@ -104,6 +104,8 @@ class ImageGAN(L.LightningModule):
     `AppearanceModel.to_dict`): the export samples each image's global appearance from it.
     `nuisance` is the training images' photographic nuisance statistics (`data/nuisance.py`,
     `NuisanceModel.to_dict`): texture, noise, fall-off and blur that `appearance=photo` adds.
+    `vessel_profile` is the training images' vessel contrast ring by ring (`data/vessel_profile.py`,
+    `VesselProfile.to_dict`): `stage=generate vessel_profile=true` gives it to the paintings.
     With `fov_depth`, a third condition channel tells G and D how deep inside the FOV each pixel
     lies (`data/transforms.fov_depth`; training batches carry it as "fov_depth", `paint` computes it):
     the networks' input channels are set here from it (2 or 3 for G, plus the image's 3 for D).
@@ -112,7 +114,8 @@ class ImageGAN(L.LightningModule):
     def __init__(self, generator: dict, discriminator: dict, lr: float = 2e-4, beta1: float = 0.5,
                  beta2: float = 0.999, l1_weight: float = 100.0, loss: str = "nonsaturating",
                  d_loss_scale: float = 0.5, paint_batch_size: int = 4, train_fov_diameter: float | None = None,
-                 appearance: dict | None = None, nuisance: dict | None = None, privacy: dict | None = None,
+                 appearance: dict | None = None, nuisance: dict | None = None, vessel_profile: dict | None = None,
+                 privacy: dict | None = None,
                  vessel_weight: float = 0.0, vessel_critic: dict | None = None, critic_weight: float = 1.0,
                  fov_depth: bool = False, ema_decay: float = 0.0, diffaugment: str = "",
                  paint_statistics: str = "running"):

@@ -15,6 +15,7 @@ from synthmed_lightning.callbacks.loss_history import LossHistory
 from synthmed_lightning.callbacks.sample_grids import PaintingGridWriter
 from synthmed_lightning.data.appearance import AppearanceModel
 from synthmed_lightning.data.nuisance import NuisanceModel
+from synthmed_lightning.data.vessel_profile import VesselProfile
 from synthmed_lightning.data.transforms import resize_sample
 from synthmed_lightning.errors import ConfigError
 from synthmed_lightning.models.dp import pix2pix_sensitivity
@@ -64,8 +65,11 @@ class ImageStage(TrainingStage):
         privacy = plan_privacy(cfg, datamodule, images=len(train), sensitivity=pix2pix_sensitivity())
         # Their background texture, noise, fall-off and sharpness, for `generate appearance=photo`.
         nuisance = NuisanceModel.fit_samples(train) if cfg.privacy.mode == "none" else None
+        # Their vessels' contrast ring by ring from the mask's edge, for `generate vessel_profile=true`.
+        profile = VesselProfile.fit_samples(train) if cfg.privacy.mode == "none" else None
         arguments = {"train_fov_diameter": datamodule.train_fov_diameter, "appearance": appearance.to_dict(),
-                     "nuisance": nuisance.to_dict() if nuisance else None, "privacy": privacy}
+                     "nuisance": nuisance.to_dict() if nuisance else None,
+                     "vessel_profile": profile.to_dict() if profile else None, "privacy": privacy}
         if privacy and cfg.model.get("vessel_critic"):
             # The critic learns from the real images outside DP-SGD: a private painter goes without it.
             log.info("privacy=%s: the vessel critic is left out (model.vessel_critic=null)", cfg.privacy.mode)

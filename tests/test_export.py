@@ -235,16 +235,16 @@ def test_generate_samples_a_global_appearance_per_image(generators, tmp_path):
 
 
 def test_generate_paints_with_the_batchnorm_statistics_asked_for(generators, tmp_path):
-    """paint_statistics=running is what the smoke painter was trained with (the same files as leaving it unset);
-    image paints each image with its own statistics: other images, the same masks."""
-    for name, extra in (("trained", ()), ("running", ("paint_statistics=running",)), ("image", ("paint_statistics=image",))):
+    """paint_statistics=image is what the smoke painter was trained with (the default: the same files as leaving it
+    unset); running paints with the training averages: other images, the same masks."""
+    for name, extra in (("trained", ()), ("image", ("paint_statistics=image",)), ("running", ("paint_statistics=running",))):
         assert_ok(_generate(generators, tmp_path, name, "seed=3", "appearance=painted", *extra))
-    files = {name: read_manifest(tmp_path / name)["files"] for name in ("trained", "running", "image")}
-    assert files["running"] == files["trained"]
+    files = {name: read_manifest(tmp_path / name)["files"] for name in ("trained", "image", "running")}
+    assert files["image"] == files["trained"]
     images = lambda f: {k: v for k, v in f.items() if k.startswith("images/")}  # noqa: E731
     masks = lambda f: {k: v for k, v in f.items() if k.startswith("masks/")}  # noqa: E731
-    assert masks(files["image"]) == masks(files["trained"]) and images(files["image"]) != images(files["trained"])
-    assert read_manifest(tmp_path / "image")["config"]["paint_statistics"] == "image"
+    assert masks(files["running"]) == masks(files["trained"]) and images(files["running"]) != images(files["trained"])
+    assert read_manifest(tmp_path / "running")["config"]["paint_statistics"] == "running"
     assert_one_line_error(_generate(generators, tmp_path, "bad", "paint_statistics=batch"), "paint_statistics=batch")
 
 

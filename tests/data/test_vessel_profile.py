@@ -108,6 +108,15 @@ def test_to_dict_round_trips_and_untrusted_values_are_refused():
             VesselProfile.from_dict(bad)
 
 
+def test_photographs_without_thick_vessels_give_one_scale_for_all():
+    thin = np.zeros((SIZE, SIZE), np.uint8)
+    thin[40, 8:88] = 1
+    image = _image({-1: 0.1})
+    model = VesselProfile.fit([image] * 3, [thin] * 3, [_fov()] * 3, [SIZE] * 3)
+    assert (model.slope, model.intercept, model.spread) == (0.0, 1.0, 0.0)
+    VesselProfile.from_dict(model.to_dict())  # valid for a checkpoint
+
+
 def test_fit_needs_a_mask_fov_and_diameter_per_image():
     with pytest.raises(ValueError, match="one mask, FOV and diameter per image"):
         VesselProfile.fit([_image(PHOTO)], [], [_fov()], [SIZE])

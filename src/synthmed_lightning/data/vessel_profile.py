@@ -118,10 +118,12 @@ class VesselProfile:
         profiles = np.stack([contrast_profile(i, m, f) for i, m, f in zip(images, masks, fovs)])
         thick = np.array([_thick_contrast(i, m, f) for i, m, f in zip(images, masks, fovs)])
         green = np.array([_green_mean(i, f) for i, f in zip(images, fovs)])
-        keep = np.isfinite(thick)
-        relative, green = thick[keep] / thick[keep].mean(), green[keep]
-        slope, intercept = np.polyfit(green, relative, 1) if len(green) > 2 else (0.0, 1.0)
-        spread = float(np.std(relative - (slope * green + intercept)))
+        keep = np.isfinite(thick) & (thick > 0)
+        slope, intercept, spread = 0.0, 1.0, 0.0  # too few photographs with thick vessels: one scale for all
+        if keep.sum() > 2:
+            relative, green = thick[keep] / thick[keep].mean(), green[keep]
+            slope, intercept = np.polyfit(green, relative, 1)
+            spread = float(np.std(relative - (slope * green + intercept)))
         finite = np.isfinite(profiles)  # a ring no photograph has gets 0: left alone
         profile = np.where(finite, profiles, 0.0).sum(axis=0) / np.maximum(finite.sum(axis=0), 1)
         return cls(profile, float(slope), float(intercept), spread, float(np.mean(diameters)))

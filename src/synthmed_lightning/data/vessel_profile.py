@@ -51,18 +51,21 @@ def thin_vessels(mask: np.ndarray) -> np.ndarray:
     return (mask > 0) & (cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)) == 0)
 
 
-def local_background(channel: np.ndarray, mask: np.ndarray, fov: np.ndarray,
+def local_background(channels: np.ndarray, mask: np.ndarray, fov: np.ndarray,
                      sigma: float = _SIGMA) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(background, measured, weight) of one (H, W) channel: the Gaussian mean of the nearby
-    non-vessel pixels inside the FOV (normalised by the weight averaged), where it can be measured
-    (FOV less its rim, enough background nearby, not black), and the background pixels' weight."""
+    """(background, measured, weight) of an (H, W) channel or (H, W, C) image: the Gaussian mean of
+    the nearby non-vessel pixels inside the FOV (normalised by the weight averaged), where it can be
+    measured (FOV less its rim, enough background nearby, not black; per channel, shaped like
+    `channels`), and the background pixels' (H, W) weight."""
     vessel = mask > 0
     inside = cv2.erode((fov > 0).astype(np.uint8), np.ones((2 * _RIM + 1, 2 * _RIM + 1), np.uint8)) > 0
     near_vessel = cv2.dilate(vessel.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
     weight = (inside & ~near_vessel).astype(np.float64)
     nearby_weight = cv2.GaussianBlur(weight, (0, 0), sigma)
-    background = cv2.GaussianBlur(channel.astype(np.float64) * weight, (0, 0), sigma) / np.maximum(nearby_weight, 1e-6)
-    measured = inside & (nearby_weight > 0.05) & (background > 1.0)
+    per_pixel = (lambda a: a) if channels.ndim == 2 else (lambda a: a[..., None])  # broadcast over channels
+    background = cv2.GaussianBlur(channels.astype(np.float64) * per_pixel(weight), (0, 0), sigma) \
+        / per_pixel(np.maximum(nearby_weight, 1e-6))
+    measured = per_pixel(inside & (nearby_weight > 0.05)) & (background > 1.0)
     return background, measured, weight
 
 
@@ -76,21 +79,32 @@ def _rings(mask: np.ndarray, scale: float = 1.0) -> np.ndarray:
     return np.clip(signed, RINGS[0], RINGS[-1] + 1).astype(np.int64)  # RINGS[-1] + 1: beyond every ring
 
 
-def contrast_profile(image: np.ndarray, mask: np.ndarray, fov: np.ndarray, scale: float = 1.0) -> np.ndarray:
-    """(len(RINGS),) median green contrast of each ring of one (H, W, 3) RGB image with its (H, W)
-    vessel mask and FOV; NaN for a ring with no measured pixel. `scale`: ring width in px."""
-    background, measured, _ = local_background(image[..., 1], mask, fov)
-    contrast = 1.0 - image[..., 1] / np.where(measured, background, 1.0)
-    rings = _rings(mask, scale)
+def _green_contrast(green: np.ndarray, background: np.ndarray, measured: np.ndarray) -> np.ndarray:
+    """``1 - pixel / background`` where the background is measured (elsewhere 1 - pixel)."""
+    return 1.0 - green / np.where(measured, background, 1.0)
+
+
+def _ring_medians(contrast: np.ndarray, measured: np.ndarray, rings: np.ndarray) -> np.ndarray:
+    """(len(RINGS),) median contrast of each ring's measured pixels; NaN for a ring with none."""
     return np.array([np.median(contrast[(rings == r) & measured]) if ((rings == r) & measured).any() else np.nan
                      for r in RINGS])
 
 
-def _thick_contrast(image: np.ndarray, mask: np.ndarray, fov: np.ndarray) -> float:
-    """Median contrast of the vessels wider than 2 px, as `metrics.vessel_contrast` measures it."""
+def contrast_profile(image: np.ndarray, mask: np.ndarray, fov: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    """(len(RINGS),) median green contrast of each ring of one (H, W, 3) RGB image with its (H, W)
+    vessel mask and FOV; NaN for a ring with no measured pixel. `scale`: ring width in px."""
     background, measured, _ = local_background(image[..., 1], mask, fov)
+    return _ring_medians(_green_contrast(image[..., 1], background, measured), measured, _rings(mask, scale))
+
+
+def _profile_and_thick(image: np.ndarray, mask: np.ndarray, fov: np.ndarray) -> tuple[np.ndarray, float]:
+    """`contrast_profile` and the median contrast of the vessels wider than 2 px (as
+    `metrics.vessel_contrast` measures it) of one photograph, from one background."""
+    background, measured, _ = local_background(image[..., 1], mask, fov)
+    contrast = _green_contrast(image[..., 1], background, measured)
     thick = (mask > 0) & ~thin_vessels(mask) & measured
-    return float(np.median(1.0 - image[..., 1][thick] / background[thick])) if thick.any() else float("nan")
+    return (_ring_medians(contrast, measured, _rings(mask)),
+            float(np.median(contrast[thick])) if thick.any() else float("nan"))
 
 
 def _green_mean(image: np.ndarray, fov: np.ndarray) -> float:
@@ -115,8 +129,9 @@ class VesselProfile:
         if not images or not len(images) == len(masks) == len(fovs) == len(diameters):
             raise ValueError(f"fit needs one mask, FOV and diameter per image (got {len(images)} images, "
                              f"{len(masks)} masks, {len(fovs)} FOVs, {len(diameters)} diameters)")
-        profiles = np.stack([contrast_profile(i, m, f) for i, m, f in zip(images, masks, fovs)])
-        thick = np.array([_thick_contrast(i, m, f) for i, m, f in zip(images, masks, fovs)])
+        measured = [_profile_and_thick(i, m, f) for i, m, f in zip(images, masks, fovs)]
+        profiles = np.stack([profile for profile, _ in measured])
+        thick = np.array([value for _, value in measured])
         green = np.array([_green_mean(i, f) for i, f in zip(images, fovs)])
         keep = np.isfinite(thick) & (thick > 0)
         slope, intercept, spread = 0.0, 1.0, 0.0  # too few photographs with thick vessels: one scale for all
@@ -145,19 +160,18 @@ class VesselProfile:
         """The RGB uint8 image (H, W, 3) with each ring's contrast moved to the drawn target; outside
         the measured FOV and beyond the rings it is unchanged. The same seed gives the same bytes."""
         scale = (fov_diameter or self.fov_diameter) / self.fov_diameter
-        painted = contrast_profile(image, mask, fov, scale)
+        out = image.astype(np.float64)
+        background, measured, _ = local_background(out, mask, fov)
+        rings = _rings(mask, scale)
+        green_measured = measured[..., 1]
+        painted = _ring_medians(_green_contrast(out[..., 1], background[..., 1], green_measured), green_measured, rings)
         target = self.profile * self.scale(image, fov, seed)
         drawn = (painted > _FLAT) & (self.profile > _FLAT)
         gain = np.where(drawn, target / np.where(drawn, painted, 1.0), 1.0)
         lookup = np.ones(RINGS[-1] - RINGS[0] + 2)  # by ring - RINGS[0]; ring 0 never occurs, the last is beyond
         lookup[np.array(RINGS) - RINGS[0]] = np.clip(np.nan_to_num(gain, nan=1.0), *_GAIN)
-        ring_gain = lookup[_rings(mask, scale) - RINGS[0]]
-        out = image.astype(np.float64)
-        for c in range(3):
-            background, measured, _ = local_background(out[..., c], mask, fov)
-            channel_gain = np.where(measured, ring_gain, 1.0)
-            out[..., c] = background + channel_gain * (out[..., c] - background)
-            out[..., c] = np.where(measured, out[..., c], image[..., c])
+        ring_gain = lookup[rings - RINGS[0]][..., None]
+        out = np.where(measured, background + ring_gain * (out - background), out)
         return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
     # ---- persistence -----------------------------------------------------------

@@ -246,6 +246,7 @@ def test_generate_paints_with_the_batchnorm_statistics_asked_for(generators, tmp
     assert masks(files["running"]) == masks(files["trained"]) and images(files["running"]) != images(files["trained"])
     assert read_manifest(tmp_path / "running")["config"]["paint_statistics"] == "running"
     assert_one_line_error(_generate(generators, tmp_path, "bad", "paint_statistics=batch"), "paint_statistics=batch")
+    assert_one_line_error(_generate(generators, tmp_path, "bad", "vessel_profile=maybe"), "vessel_profile=maybe")
 
 
 def test_generate_with_a_wrong_stage_checkpoint_fails_cleanly(generators, tmp_path):

@@ -173,8 +173,10 @@ def build_generator(cfg: DictConfig, device: torch.device):
     if paint_statistics is not None and paint_statistics not in PAINT_STATISTICS:
         raise ConfigError(f"paint_statistics={paint_statistics}: must be one of {', '.join(PAINT_STATISTICS)}, or null "
                           "(as the painter was trained)")
-    painter = lambda: Painter(str(dual[1]), device, str(cfg.appearance), paint_statistics,  # noqa: E731
-                              bool(cfg.get("vessel_profile", False)))
+    vessel_profile = cfg.get("vessel_profile", False)
+    if not isinstance(vessel_profile, bool):
+        raise ConfigError(f"vessel_profile={vessel_profile}: must be true or false")
+    painter = lambda: Painter(str(dual[1]), device, str(cfg.appearance), paint_statistics, vessel_profile)  # noqa: E731
     if single and any(dual):
         raise ConfigError("give either mask_ckpt=... image_ckpt=... (dual GAN) or single_ckpt=... (single GAN), not both")
     if source == "real":

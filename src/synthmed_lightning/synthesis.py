@@ -15,9 +15,9 @@ from synthmed_lightning.checkpoints import load_module
 from synthmed_lightning.data.appearance import AppearanceModel, transfer_colour
 from synthmed_lightning.data.mask_data import fov_to_native, from_square
 from synthmed_lightning.data.nuisance import NuisanceModel
+from synthmed_lightning.data.readers import dataset_spec, read_dataset
 from synthmed_lightning.data.sample import fov_diameter
 from synthmed_lightning.data.vessel_profile import VesselProfile
-from synthmed_lightning.data.readers import dataset_spec, read_dataset
 from synthmed_lightning.errors import ConfigError
 from synthmed_lightning.models.image_gan import PAINT_STATISTICS, ImageGAN
 from synthmed_lightning.models.mask_gan import MaskGAN

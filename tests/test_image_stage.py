@@ -165,3 +165,40 @@ def test_vessel_profile_gives_the_paintings_the_photographs_vessel_contrast(imag
         profiles = np.stack([contrast_profile(s.image, s.mask, s.fov)[darkened] for s in samples])
         return np.abs(np.nanmean(profiles, axis=0) - model.profile[darkened]).mean()
     assert distance(exports["true"]) < distance(exports["false"])
+
+
+def test_fov_rim_and_optic_disc_give_the_paintings_the_photographs_edge_and_disc(image_run, tmp_path, drive_root):
+    """stage=image keeps both fits (the disc's only where the images have room around it: None,
+    with a warning, for a FOV too small). With fits from DRIVE's photographs put in, `fov_rim=true optic_disc=true`
+    repaint the same masks with a rim closer to the photographs' and a disc, and the manifest
+    records the choice. Their geometry is tested on hand-made images (tests/data/)."""
+    from helpers import SMOKE, assert_ok, run_cli
+    from synthmed_lightning.data.fov_rim import FovRim, rim_profile
+    from synthmed_lightning.data.optic_disc import OpticDisc
+    from synthmed_lightning.data.readers import read_dataset
+    from synthmed_lightning.export import read_manifest
+
+    checkpoint = load_checkpoint(image_run / "checkpoints" / "last.ckpt", "image")
+    hparams = checkpoint["hyper_parameters"]
+    FovRim.from_dict(hparams["fov_rim"])  # the phantom's rim, fitted by stage=image
+    assert hparams["optic_disc"] is None or OpticDisc.from_dict(hparams["optic_disc"])
+    photographs = read_dataset({"name": "drive", "root": str(drive_root)}, "train")[:4]
+    rim = FovRim.fit_samples(photographs)
+    checkpoint["hyper_parameters"].update(fov_rim=rim.to_dict(), optic_disc=OpticDisc.fit_samples(photographs).to_dict())
+    fitted = tmp_path / "fitted.ckpt"
+    torch.save(checkpoint, fitted)
+    exports = {}
+    for choice in ("false", "true"):
+        out = tmp_path / choice
+        assert_ok(run_cli("stage=generate", *SMOKE, f"image_ckpt={fitted}", "mask_source=real", "num_samples=4",
+                          f"fov_rim={choice}", f"optic_disc={choice}", f"out_dir={out}",
+                          f"hydra.run.dir={tmp_path / ('run_' + choice)}"))
+        config = read_manifest(out)["config"]
+        assert config["fov_rim"] is config["optic_disc"] is (choice == "true")
+        exports[choice] = read_dataset({"name": "folder", "root": str(out)}, "train")
+    assert all(np.array_equal(a.mask, b.mask) for a, b in zip(exports["false"], exports["true"]))
+
+    def rim_distance(samples):
+        profiles = [rim_profile(s.image, s.fov, s.fov_diameter / rim.fov_diameter) for s in samples]
+        return np.nanmean(np.abs(np.stack(profiles)[:, 1:6] - rim.profile[1:6]))  # the outer rings, at this scale
+    assert rim_distance(exports["true"]) < rim_distance(exports["false"])

@@ -13,8 +13,10 @@ from omegaconf import DictConfig
 
 from synthmed_lightning.checkpoints import load_module
 from synthmed_lightning.data.appearance import AppearanceModel, transfer_colour
+from synthmed_lightning.data.fov_rim import FovRim
 from synthmed_lightning.data.mask_data import fov_to_native, from_square
 from synthmed_lightning.data.nuisance import NuisanceModel
+from synthmed_lightning.data.optic_disc import OpticDisc
 from synthmed_lightning.data.readers import dataset_spec, read_dataset
 from synthmed_lightning.data.sample import fov_diameter
 from synthmed_lightning.data.vessel_profile import VesselProfile
@@ -32,6 +34,8 @@ DRIVE_SIZE = (584, 565)
 # dual GAN: each image gets sampled channel means (colour), means and spreads, pix2pix's own colour,
 # or the sampled colour plus the real photographs' texture, noise, fall-off and blur (photo).
 APPEARANCE_MODES = ("colour", "colour_contrast", "painted", "photo")
+# stage=generate's switches for what Stage II's paintings are given from the photographs (Painter).
+PHOTO_CORRECTIONS = ("vessel_profile", "fov_rim", "optic_disc")
 # Where the dual pipeline's masks come from: Stage I, or the real training split (Stage II alone).
 MASK_SOURCES = ("gan", "real")
 
@@ -46,11 +50,14 @@ class Painter:
     so with `appearance=colour` each image then gets a colour drawn from the training images'
     statistics kept in the checkpoint (`data/appearance.py`); with `photo` also the photographs'
     background texture, noise, fall-off and blur (`data/nuisance.py`), which the paintings lack.
-    With `vessel_profile`, each painting's vessel contrast is then moved ring by ring to the
-    photographs' (`data/vessel_profile.py`): pix2pix paints vessels darker and wider than their masks."""
+    With `optic_disc`, each painting gets the photographs' bright disc where its thick vessels meet
+    (`data/optic_disc.py`); with `vessel_profile`, its vessel contrast moved ring by ring to the
+    photographs' (`data/vessel_profile.py`: pix2pix paints vessels darker and wider than their
+    masks); with `fov_rim`, the photographs' sharp FOV edge instead of a soft fall-off
+    (`data/fov_rim.py`). Each is fitted on the training photographs and kept in the checkpoint."""
 
     def __init__(self, image_ckpt: str, device: torch.device, appearance: str, paint_statistics: str | None = None,
-                 vessel_profile: bool = False):
+                 *, vessel_profile: bool = False, fov_rim: bool = False, optic_disc: bool = False):
         self.image_ckpt = image_ckpt
         self.image_gan = load_module(ImageGAN, image_ckpt, "image").to(device).eval()
         if paint_statistics is not None:  # how its BatchNorm paints, overriding what it was trained with
@@ -61,8 +68,12 @@ class Painter:
             if appearance == "photo" else None
         self.appearance = self._statistics("appearance", AppearanceModel, image_ckpt, "every image keeps the painted "
                                            "appearance") if appearance != "painted" else None
+        self.optic_disc = self._statistics("optic_disc", OpticDisc, image_ckpt, "the paintings get no optic disc") \
+            if optic_disc else None
         self.vessel_profile = self._statistics("vessel_profile", VesselProfile, image_ckpt, "vessels keep the painted "
                                                "contrast") if vessel_profile else None
+        self.fov_rim = self._statistics("fov_rim", FovRim, image_ckpt, "the FOV keeps its painted edge") \
+            if fov_rim else None
 
     def _statistics(self, key: str, model_class, image_ckpt: str, fallback: str):
         """The statistics model the checkpoint keeps under `key`, or None (saying so) for an older one."""
@@ -81,9 +92,14 @@ class Painter:
                       for image, f, seed in zip(images, fov, seeds)]
         if self.nuisance is not None:
             images = [self.nuisance.apply(image, f, seed, mask=m) for image, f, m, seed in zip(images, fov, mask, seeds)]
+        if self.optic_disc is not None:  # before the vessel profile, which follows the background's brightness
+            images = [self.optic_disc.apply(image, m, f, seed, fov_diameter(f))
+                      for image, f, m, seed in zip(images, fov, mask, seeds)]
         if self.vessel_profile is not None:
             images = [self.vessel_profile.apply(image, m, f, seed, fov_diameter(f))
                       for image, f, m, seed in zip(images, fov, mask, seeds)]
+        if self.fov_rim is not None:
+            images = [self.fov_rim.apply(image, f, fov_diameter(f)) for image, f in zip(images, fov)]
         return images
 
 
@@ -173,10 +189,12 @@ def build_generator(cfg: DictConfig, device: torch.device):
     if paint_statistics is not None and paint_statistics not in PAINT_STATISTICS:
         raise ConfigError(f"paint_statistics={paint_statistics}: must be one of {', '.join(PAINT_STATISTICS)}, or null "
                           "(as the painter was trained)")
-    vessel_profile = cfg.get("vessel_profile", False)
-    if not isinstance(vessel_profile, bool):
-        raise ConfigError(f"vessel_profile={vessel_profile}: must be true or false")
-    painter = lambda: Painter(str(dual[1]), device, str(cfg.appearance), paint_statistics, vessel_profile)  # noqa: E731
+    corrections = {}  # what the photographs have and the paintings lack, each fitted by stage=image
+    for key in PHOTO_CORRECTIONS:
+        corrections[key] = cfg.get(key, False)
+        if not isinstance(corrections[key], bool):
+            raise ConfigError(f"{key}={corrections[key]}: must be true or false")
+    painter = lambda: Painter(str(dual[1]), device, str(cfg.appearance), paint_statistics, **corrections)  # noqa: E731
     if single and any(dual):
         raise ConfigError("give either mask_ckpt=... image_ckpt=... (dual GAN) or single_ckpt=... (single GAN), not both")
     if source == "real":

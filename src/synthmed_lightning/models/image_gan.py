@@ -106,6 +106,8 @@ class ImageGAN(L.LightningModule):
     `NuisanceModel.to_dict`): texture, noise, fall-off and blur that `appearance=photo` adds.
     `vessel_profile` is the training images' vessel contrast ring by ring (`data/vessel_profile.py`,
     `VesselProfile.to_dict`): `stage=generate vessel_profile=true` gives it to the paintings.
+    `fov_rim` and `optic_disc` are the training images' FOV edge and optic disc (`data/fov_rim.py`,
+    `data/optic_disc.py`), which pix2pix does not paint: `generate fov_rim=true optic_disc=true`.
     With `fov_depth`, a third condition channel tells G and D how deep inside the FOV each pixel
     lies (`data/transforms.fov_depth`; training batches carry it as "fov_depth", `paint` computes it):
     the networks' input channels are set here from it (2 or 3 for G, plus the image's 3 for D).
@@ -115,7 +117,7 @@ class ImageGAN(L.LightningModule):
                  beta2: float = 0.999, l1_weight: float = 100.0, loss: str = "nonsaturating",
                  d_loss_scale: float = 0.5, paint_batch_size: int = 4, train_fov_diameter: float | None = None,
                  appearance: dict | None = None, nuisance: dict | None = None, vessel_profile: dict | None = None,
-                 privacy: dict | None = None,
+                 fov_rim: dict | None = None, optic_disc: dict | None = None, privacy: dict | None = None,
                  vessel_weight: float = 0.0, vessel_critic: dict | None = None, critic_weight: float = 1.0,
                  fov_depth: bool = False, ema_decay: float = 0.0, diffaugment: str = "",
                  paint_statistics: str = "running"):

@@ -14,7 +14,9 @@ from omegaconf import DictConfig
 from synthmed_lightning.callbacks.loss_history import LossHistory
 from synthmed_lightning.callbacks.sample_grids import PaintingGridWriter
 from synthmed_lightning.data.appearance import AppearanceModel
+from synthmed_lightning.data.fov_rim import FovRim
 from synthmed_lightning.data.nuisance import NuisanceModel
+from synthmed_lightning.data.optic_disc import OpticDisc
 from synthmed_lightning.data.vessel_profile import VesselProfile
 from synthmed_lightning.data.transforms import resize_sample
 from synthmed_lightning.errors import ConfigError
@@ -33,6 +35,16 @@ def check_image_config(cfg: DictConfig) -> None:
         raise ConfigError(f"data.patch_size={cfg.data.patch_size} must be a multiple of 2**model.generator.num_downs={multiple}")
     if cfg.data.val_count < 1:
         raise ConfigError("stage=image needs data.val_count >= 1 (validation images for val/l1 and the sample grid)")
+
+
+def _fit_or_none(model_class, samples):
+    """`model_class.fit_samples(samples)`, or None (saying why) where the images cannot show it,
+    e.g. a FOV too small for the rim's rings or no vessel wide enough to find the disc by."""
+    try:
+        return model_class.fit_samples(samples)
+    except ValueError as error:
+        log.warning("%s not fitted, the export goes without it: %s", model_class.__name__, error)
+        return None
 
 
 class ImageStage(TrainingStage):
@@ -67,9 +79,14 @@ class ImageStage(TrainingStage):
         nuisance = NuisanceModel.fit_samples(train) if cfg.privacy.mode == "none" else None
         # Their vessels' contrast ring by ring from the mask's edge, for `generate vessel_profile=true`.
         profile = VesselProfile.fit_samples(train) if cfg.privacy.mode == "none" else None
+        # Their FOV's edge and optic disc, which the paintings lack, for `generate fov_rim=true optic_disc=true`.
+        rim = _fit_or_none(FovRim, train) if cfg.privacy.mode == "none" else None
+        disc = _fit_or_none(OpticDisc, train) if cfg.privacy.mode == "none" else None
         arguments = {"train_fov_diameter": datamodule.train_fov_diameter, "appearance": appearance.to_dict(),
                      "nuisance": nuisance.to_dict() if nuisance else None,
-                     "vessel_profile": profile.to_dict() if profile else None, "privacy": privacy}
+                     "vessel_profile": profile.to_dict() if profile else None,
+                     "fov_rim": rim.to_dict() if rim else None, "optic_disc": disc.to_dict() if disc else None,
+                     "privacy": privacy}
         if privacy and cfg.model.get("vessel_critic"):
             # The critic learns from the real images outside DP-SGD: a private painter goes without it.
             log.info("privacy=%s: the vessel critic is left out (model.vessel_critic=null)", cfg.privacy.mode)

@@ -168,8 +168,8 @@ def test_vessel_profile_gives_the_paintings_the_photographs_vessel_contrast(imag
 
 
 def test_fov_rim_and_optic_disc_give_the_paintings_the_photographs_edge_and_disc(image_run, tmp_path, drive_root):
-    """stage=image keeps both fits (the disc's only where the images have room around it: None,
-    with a warning, for a FOV too small). With fits from DRIVE's photographs put in, `fov_rim=true optic_disc=true`
+    """stage=image keeps both fits (None, with a warning, for a FOV too small: the smoke phantom's).
+    With fits from DRIVE's photographs put in, `fov_rim=true optic_disc=true`
     repaint the same masks with a rim closer to the photographs' and a disc, and the manifest
     records the choice. Their geometry is tested on hand-made images (tests/data/)."""
     from helpers import SMOKE, assert_ok, run_cli
@@ -180,8 +180,9 @@ def test_fov_rim_and_optic_disc_give_the_paintings_the_photographs_edge_and_disc
 
     checkpoint = load_checkpoint(image_run / "checkpoints" / "last.ckpt", "image")
     hparams = checkpoint["hyper_parameters"]
-    FovRim.from_dict(hparams["fov_rim"])  # the phantom's rim, fitted by stage=image
-    assert hparams["optic_disc"] is None or OpticDisc.from_dict(hparams["optic_disc"])
+    # stage=image fits both; the phantom's 88 px FOV is too small for either (it warns and keeps None)
+    assert "fov_rim" in hparams and hparams["fov_rim"] is None
+    assert "optic_disc" in hparams and hparams["optic_disc"] is None
     photographs = read_dataset({"name": "drive", "root": str(drive_root)}, "train")[:4]
     rim = FovRim.fit_samples(photographs)
     checkpoint["hyper_parameters"].update(fov_rim=rim.to_dict(), optic_disc=OpticDisc.fit_samples(photographs).to_dict())

@@ -5,10 +5,10 @@ import pytest
 
 from synthmed_lightning.data.fov_rim import RING_COUNT, FovRim, _edge_distance, rim_profile
 
-SIZE = 160
+SIZE = 240
 
 
-def _fov(radius: float = 70.0) -> np.ndarray:
+def _fov(radius: float = 110.0) -> np.ndarray:
     rows, cols = np.indices((SIZE, SIZE))
     return (np.hypot(rows - SIZE / 2, cols - SIZE / 2) <= radius).astype(np.uint8)
 
@@ -25,7 +25,7 @@ PHOTO, PAINTING = 2.0, 24.0   # a sharp step, a soft fall-off
 
 def test_fit_reads_the_step_and_apply_moves_a_soft_edge_to_it():
     fov = _fov()
-    model = FovRim.fit([_image(PHOTO, fov)] * 3, [fov] * 3, [141.0] * 3)
+    model = FovRim.fit([_image(PHOTO, fov)] * 3, [fov] * 3, [221.0] * 3)
     assert (model.profile[0] < 0.3).all() and model.profile[4] == pytest.approx(1.0, abs=0.01)  # ring 0 holds d 1 and 1.4
     painting = _image(PAINTING, fov, level=(150.0, 100.0, 80.0))
     out = model.apply(painting, fov)
@@ -38,27 +38,27 @@ def test_fit_reads_the_step_and_apply_moves_a_soft_edge_to_it():
 
 
 def test_rings_scale_with_the_fov_diameter():
-    """A rim fitted on 141 px FOVs, applied to a painting whose FOV is half as wide, corrects half as
+    """A rim fitted on 221 px FOVs, applied to a painting whose FOV is half as wide, corrects half as
     many px: the painting's step is as sharp relative to its size."""
-    model = FovRim.fit([_image(PHOTO, _fov())], [_fov()], [141.0])
-    small = _fov(35.0)
-    out = model.apply(_image(PAINTING / 2, small), small, fov_diameter=70.5)
+    model = FovRim.fit([_image(PHOTO, _fov())], [_fov()], [221.0])
+    small = _fov(55.0)
+    out = model.apply(_image(PAINTING / 2, small), small, fov_diameter=110.5)
     after = rim_profile(out, small, scale=0.5)
     # ring 0 (0.5-1.5 photograph px) holds no pixel at half the size: the outermost are ring 1
     assert after is not None and np.nanmax(np.abs(after[1:8] - model.profile[1:8])) < 0.08  # NaN: a ring no pixel falls in
 
 
 def test_a_fov_too_small_is_refused_by_fit_and_left_alone_by_apply():
-    tiny = _fov(30.0)  # the band inside 32 rings does not exist
+    tiny = _fov(60.0)  # radius under twice the 32 rings and 16 px band: they would be the whole FOV
     with pytest.raises(ValueError, match="large enough"):
-        FovRim.fit([_image(PHOTO, tiny)], [tiny], [61.0])
-    model = FovRim.fit([_image(PHOTO, _fov())], [_fov()], [141.0])
+        FovRim.fit([_image(PHOTO, tiny)], [tiny], [121.0])
+    model = FovRim.fit([_image(PHOTO, _fov())], [_fov()], [221.0])
     painting = _image(PAINTING, tiny)
-    assert np.array_equal(model.apply(painting, tiny, fov_diameter=141.0), painting)
+    assert np.array_equal(model.apply(painting, tiny, fov_diameter=221.0), painting)
 
 
 def test_dict_round_trip_and_untrusted_values_refused():
-    model = FovRim.fit([_image(PHOTO, _fov())], [_fov()], [141.0])
+    model = FovRim.fit([_image(PHOTO, _fov())], [_fov()], [221.0])
     again = FovRim.from_dict(model.to_dict())
     np.testing.assert_array_equal(again.profile, model.profile)
     bad = model.to_dict()

@@ -47,10 +47,11 @@ def _rings(distance: np.ndarray) -> np.ndarray:
 
 def _ratios(image: np.ndarray, distance: np.ndarray) -> np.ndarray | None:
     """(RING_COUNT, 3) each ring's mean colour / the reference band's; NaN for an empty ring.
-    None when the band is missing or black (a FOV too small or an empty painting)."""
-    band = (distance >= RING_COUNT + 0.5) & (distance < RING_COUNT + 0.5 + _BAND)
-    if band.sum() < 16:
+    None when the band is black (an empty painting) or the FOV too small for the rings and band to
+    be its rim: its radius under twice their width (at smaller sizes the rings would be the FOV)."""
+    if distance.max() < 2 * (RING_COUNT + _BAND):
         return None
+    band = (distance >= RING_COUNT + 0.5) & (distance < RING_COUNT + 0.5 + _BAND)
     reference = image[band].mean(axis=0)
     if (reference < 1.0).any():
         return None
@@ -61,7 +62,7 @@ def _ratios(image: np.ndarray, distance: np.ndarray) -> np.ndarray | None:
 
 def rim_profile(image: np.ndarray, fov: np.ndarray, scale: float = 1.0) -> np.ndarray | None:
     """(RING_COUNT, 3) ring means relative to the band inside them, of one RGB (H, W, 3) image
-    with its (H, W) FOV (`scale`: px per photograph px), or None where the band cannot be measured."""
+    with its (H, W) FOV (`scale`: px per photograph px), or None for a FOV too small or black."""
     return _ratios(image.astype(np.float64), _edge_distance(fov, scale))
 
 

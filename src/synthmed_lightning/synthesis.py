@@ -92,14 +92,15 @@ class Painter:
                       for image, f, seed in zip(images, fov, seeds)]
         if self.nuisance is not None:
             images = [self.nuisance.apply(image, f, seed, mask=m) for image, f, m, seed in zip(images, fov, mask, seeds)]
+        diameters = [fov_diameter(f) for f in fov]  # the corrections' rings scale with it
         if self.optic_disc is not None:  # before the vessel profile, which follows the background's brightness
-            images = [self.optic_disc.apply(image, m, f, seed, fov_diameter(f))
-                      for image, f, m, seed in zip(images, fov, mask, seeds)]
+            images = [self.optic_disc.apply(image, m, f, seed, d)
+                      for image, f, m, seed, d in zip(images, fov, mask, seeds, diameters)]
         if self.vessel_profile is not None:
-            images = [self.vessel_profile.apply(image, m, f, seed, fov_diameter(f))
-                      for image, f, m, seed in zip(images, fov, mask, seeds)]
+            images = [self.vessel_profile.apply(image, m, f, seed, d)
+                      for image, f, m, seed, d in zip(images, fov, mask, seeds, diameters)]
         if self.fov_rim is not None:
-            images = [self.fov_rim.apply(image, f, fov_diameter(f)) for image, f in zip(images, fov)]
+            images = [self.fov_rim.apply(image, f, d) for image, f, d in zip(images, fov, diameters)]
         return images
 
 

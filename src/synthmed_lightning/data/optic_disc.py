@@ -78,12 +78,21 @@ def _photo_centre(image: np.ndarray, mask: np.ndarray, fov: np.ndarray, hub: tup
     return float(row), float(col)
 
 
+def _radius(shape: tuple[int, int], centre: tuple[float, float], scale: float) -> np.ndarray:
+    """(H, W) each pixel's distance to `centre`, in photograph px at the disc's drawn size (/ scale)."""
+    return np.hypot(*(np.indices(shape) - np.array(centre)[:, None, None])) / scale
+
+
 def disc_profile(image: np.ndarray, mask: np.ndarray, fov: np.ndarray, centre: tuple[float, float],
                  scale: float = 1.0, radius_scale: float = 1.0) -> np.ndarray | None:
     """(RING_COUNT, 3) log of each ring's median background colour around `centre` relative to the
     band beyond the rings (NaN for a ring without background), rings `RING_WIDTH * scale *
     radius_scale` px wide; None when the band has too little background or is black."""
-    radius = np.hypot(*(np.indices(fov.shape) - np.array(centre)[:, None, None])) / (scale * radius_scale)
+    return _ring_profile(image, mask, fov, _radius(fov.shape, centre, scale * radius_scale))
+
+
+def _ring_profile(image: np.ndarray, mask: np.ndarray, fov: np.ndarray, radius: np.ndarray) -> np.ndarray | None:
+    """`disc_profile` from each pixel's scaled distance to the centre."""
     near_vessel = cv2.dilate((mask > 0).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
     background = (fov > 0) & ~near_vessel
     band = background & (radius >= RING_COUNT * RING_WIDTH) & (radius < RING_COUNT * RING_WIDTH + _BAND)
@@ -168,13 +177,14 @@ class OpticDisc:
         """The RGB uint8 image (H, W, 3) with a disc drawn for this seed around `centre`; beyond the
         rings, outside the FOV, or for a mask without a hub it is unchanged. Same seed, same bytes."""
         centre = self.centre(mask, fov, fov_diameter)
-        scale = (fov_diameter or self.fov_diameter) / self.fov_diameter
+        if centre is None:
+            return image.copy()
         size, brightness = self.draw(seed)
-        painted = disc_profile(image, mask, fov, centre, scale, size) if centre is not None else None
+        radius = _radius(fov.shape, centre, (fov_diameter or self.fov_diameter) / self.fov_diameter * size)
+        painted = _ring_profile(image, mask, fov, radius)
         if painted is None:
             return image.copy()
         log_gain = np.clip(brightness * self.profile - _fill_rings(painted), *np.log(_GAIN))
-        radius = np.hypot(*(np.indices(fov.shape) - np.array(centre)[:, None, None])) / (scale * size)
         centres = (np.arange(RING_COUNT) + 0.5) * RING_WIDTH
         gain = np.stack([np.exp(np.interp(radius, centres, log_gain[:, c], right=0.0)) for c in range(3)], axis=-1)
         out = np.where((fov > 0)[..., None], image.astype(np.float64) * gain, image)

@@ -75,13 +75,15 @@ class ImageStage(TrainingStage):
         train = datamodule.train_samples
         appearance = AppearanceModel.fit([s.image for s in train], [s.fov for s in train])
         privacy = plan_privacy(cfg, datamodule, images=len(train), sensitivity=pix2pix_sensitivity())
+        # The fits below read the real images outside DP-SGD: a private painter goes without them.
+        public = cfg.privacy.mode == "none"
         # Their background texture, noise, fall-off and sharpness, for `generate appearance=photo`.
-        nuisance = NuisanceModel.fit_samples(train) if cfg.privacy.mode == "none" else None
+        nuisance = NuisanceModel.fit_samples(train) if public else None
         # Their vessels' contrast ring by ring from the mask's edge, for `generate vessel_profile=true`.
-        profile = VesselProfile.fit_samples(train) if cfg.privacy.mode == "none" else None
+        profile = VesselProfile.fit_samples(train) if public else None
         # Their FOV's edge and optic disc, which the paintings lack, for `generate fov_rim=true optic_disc=true`.
-        rim = _fit_or_none(FovRim, train) if cfg.privacy.mode == "none" else None
-        disc = _fit_or_none(OpticDisc, train) if cfg.privacy.mode == "none" else None
+        rim = _fit_or_none(FovRim, train) if public else None
+        disc = _fit_or_none(OpticDisc, train) if public else None
         arguments = {"train_fov_diameter": datamodule.train_fov_diameter, "appearance": appearance.to_dict(),
                      "nuisance": nuisance.to_dict() if nuisance else None,
                      "vessel_profile": profile.to_dict() if profile else None,

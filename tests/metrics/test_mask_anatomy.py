@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from synthmed_lightning.metrics.mask_stats import (HEADLINE_KEYS, anatomy_statistics, compare_anatomy, locate_disc,
-                                                   mask_anatomy, skeleton, skeleton_points, vessel_widths)
+from synthmed_lightning.metrics.mask_stats import (HEADLINE_KEYS, anatomy_halves, anatomy_statistics, compare_anatomy,
+                                                   locate_disc, mask_anatomy, per_mask_anatomy, skeleton,
+                                                   skeleton_points, vessel_widths)
 
 
 def _canvas(h=128, w=128):
@@ -141,6 +142,17 @@ def test_compare_anatomy():
     assert diff["orientation_hist"] == pytest.approx(1.0)  # disjoint histograms
     assert diff["skeleton_length"] == pytest.approx(1.0, abs=0.1)  # twice the lines
     assert diff["end_points"] == pytest.approx(1.0)
+
+
+def test_real_halves_are_zero_apart_for_alike_masks_and_apart_as_often_as_splits_separate_kinds():
+    alike = per_mask_anatomy(np.stack([_parallel_lines(0)] * 4))
+    assert all(v == 0.0 for v in anatomy_halves(alike).values() if not np.isnan(v))
+    # Horizontal and vertical lines, two of each: a split into halves of two keeps one kind per half in
+    # 2 of its 6 ways (orientation histograms disjoint, distance 1), else both halves hold one of each (0).
+    mixed = per_mask_anatomy(np.stack([_parallel_lines(0), _parallel_lines(90)] * 2))
+    halves = anatomy_halves(mixed, splits=600)
+    assert halves["orientation_hist"] == pytest.approx(1 / 3, abs=0.05)
+    assert halves["skeleton_length"] == pytest.approx(0.0, abs=1e-9)  # same length of line either way
 
 
 def test_a_drive_sized_phantom_mask_has_branches_and_thin_vessels():

@@ -48,7 +48,9 @@ def smoke_study(tmp_path, monkeypatch):
                                             "test/accuracy": 0.86})
     _metrics(tmp_path, "train_mask", {"val/vessel_fraction": 0.2918, "val/components": 81.375, "val/real_components": 5,
                                       "anatomy/branch_points": 80.3125, "anatomy_real/branch_points": 13.6667,
-                                      "anatomy_vs_real/branch_points": 4.8765})
+                                      "anatomy_vs_real/branch_points": 4.8765, "anatomy_real_halves/branch_points": 0.0821,
+                                      "anatomy_vs_real/orientation_hist": 0.0753,
+                                      "anatomy_real_halves/orientation_hist": 0.0312})
     _overlay(tmp_path, "real")
     # The data, the exports and the distances are not what these tests are about.
     monkeypatch.setattr(report, "read_dataset", lambda *args: [])
@@ -102,7 +104,8 @@ def test_the_paper_columns_only_beside_drive_results_of_a_real_profile(tmp_path,
 def test_counts_are_counts_and_metrics_keep_four_decimals(smoke_study):
     _, text = smoke_study
     assert "| components | 81.4 | 5 |" in text  # a mean count, a count
-    assert "| branch_points | 80.3 | 13.7 | 4.8765 |" in text  # the relative difference is a metric
+    assert "| branch_points | 80.3 | 13.7 | 4.8765 | 0.0821 |" in text  # the relative difference is a metric
+    assert "| orientation_hist | – | – | 0.0753 | 0.0312 |" in text  # a distance between histograms
     assert "| vessel_fraction | 0.2918 | – |" in text
     assert "| real | 0.8000 | 0.8800 | 0.9300 | 0.9500 |" in text
 

@@ -450,12 +450,41 @@ def anatomy_statistics(masks, fov=None) -> dict[str, float]:
     Shape statistics of a mask without vessels are nan and left out of the mean. About 0.1 s
     per 565x584 mask.
     """
+    return mean_anatomy(per_mask_anatomy(masks, fov))
+
+
+def per_mask_anatomy(masks, fov=None) -> list[dict[str, float]]:
+    """`mask_anatomy` of each mask (inputs as `anatomy_statistics`)."""
     masks = as_bool_masks(masks)
-    fovs = _fov_for(fov, masks)
-    per_mask = [mask_anatomy(m, f) for m, f in zip(masks, fovs)]
+    return [mask_anatomy(m, f) for m, f in zip(masks, _fov_for(fov, masks))]
+
+
+def mean_anatomy(per_mask: list[dict[str, float]]) -> dict[str, float]:
+    """The mean of per-mask anatomy dicts, nan entries left out."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a ring no mask's FOV reaches stays nan
         return {key: float(np.nanmean([s[key] for s in per_mask])) for key in per_mask[0]}
+
+
+def anatomy_halves(per_mask: list[dict[str, float]], splits: int = 200, seed: int = 0) -> dict[str, float]:
+    """How far two halves of one set of masks lie apart: `compare_anatomy` of the halves' means
+    (absolute values), averaged over `splits` random splits of `per_mask` (from `per_mask_anatomy`).
+
+    The noise floor of `compare_anatomy` for a set this small: on the 16 DRIVE training masks two
+    halves differ by ~10 % in components and ~0.02 in orientation bias by chance alone, so a sample
+    set within that of the real masks shows no difference the real masks could reveal."""
+    if len(per_mask) < 2:
+        return {}
+    rng = np.random.default_rng(seed)
+    half = len(per_mask) // 2
+    gaps = []
+    for _ in range(splits):
+        order = rng.permutation(len(per_mask))
+        gaps.append(compare_anatomy(mean_anatomy([per_mask[i] for i in order[:half]]),
+                                    mean_anatomy([per_mask[i] for i in order[half:]])))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a key nan in every split stays nan
+        return {key: float(np.nanmean([abs(g[key]) for g in gaps])) for key in gaps[0]}
 
 
 def compare_anatomy(sample_stats: dict[str, float], real_stats: dict[str, float]) -> dict[str, float]:

@@ -20,7 +20,8 @@ from synthmed_lightning.callbacks.loss_history import GANLossHistory
 from synthmed_lightning.callbacks.sample_grids import NoiseSampleGridWriter
 from synthmed_lightning.data.mask_data import MaskDataModule, check_image_size
 from synthmed_lightning.errors import ConfigError
-from synthmed_lightning.metrics.mask_stats import HEADLINE_KEYS, anatomy_statistics, compare_anatomy
+from synthmed_lightning.metrics.mask_stats import (HEADLINE_KEYS, anatomy_halves, anatomy_statistics, compare_anatomy,
+                                                   mean_anatomy, per_mask_anatomy)
 from synthmed_lightning.models.gan_base import GANModule
 from synthmed_lightning.models.mask_gan import REFINER_UNDER_DP, MaskGAN
 from synthmed_lightning.stages.common import build_datamodule, plan_privacy, run_dir, scalar_metrics
@@ -90,7 +91,8 @@ def native_anatomy(model: MaskGAN, datamodule: MaskDataModule, count: int = 16) 
     """Anatomy (`metrics/mask_stats.anatomy_statistics`) of `count` samples at the training images'
     native size, drawn as `stage=generate` exports them (`MaskGAN.generate_native`: through the refiner
     when there is one), beside the real training masks' own: `anatomy/<key>`, `anatomy_real/<key>` and
-    the relative differences `anatomy_vs_real/<key>`. With a refiner also `refiner/dice`, its Dice on
+    the relative differences `anatomy_vs_real/<key>`, and `anatomy_real_halves/<key>`, how far two halves of
+    the real masks lie apart by the same measure (`anatomy_halves`: the comparison's noise floor). With a refiner also `refiner/dice`, its Dice on
     the training masks' own coarse versions (how well it learned the mapping, not a held-out score)."""
     height, width = datamodule.source_size
     real = [(m, f) for m, f in datamodule.native if m.shape == (height, width)]
@@ -98,10 +100,12 @@ def native_anatomy(model: MaskGAN, datamodule: MaskDataModule, count: int = 16) 
         return {}
     samples = model.generate_native(count, model.hparams.sample_seed, height, width)
     generated = anatomy_statistics(samples["mask"] > 0, samples["fov"][0] > 0)
-    measured = anatomy_statistics(np.stack([m for m, _ in real]), np.stack([f for _, f in real]))
+    per_real_mask = per_mask_anatomy(np.stack([m for m, _ in real]), np.stack([f for _, f in real]))
+    measured = mean_anatomy(per_real_mask)
     out = {**{f"anatomy/{k}": v for k, v in generated.items() if k in HEADLINE_KEYS},
            **{f"anatomy_real/{k}": v for k, v in measured.items() if k in HEADLINE_KEYS},
-           **{f"anatomy_vs_real/{k}": v for k, v in compare_anatomy(generated, measured).items()}}
+           **{f"anatomy_vs_real/{k}": v for k, v in compare_anatomy(generated, measured).items()},
+           **{f"anatomy_real_halves/{k}": v for k, v in anatomy_halves(per_real_mask).items()}}
     if model.refiner is not None:
         out["refiner/dice"] = refiner_dice(model, datamodule, height, width)
     return out

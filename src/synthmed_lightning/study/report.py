@@ -425,10 +425,15 @@ def markdown(results: dict, figures: dict[str, Path], out: Path) -> str:
             lines.append(f"| {key} | {_stat(key, s.get(key))} | {_stat(key, s.get('real_' + key))} |")
         anatomy = [k.removeprefix("anatomy/") for k in s if k.startswith("anatomy/")]
         if anatomy:
-            lines += ["", "At the training images' native size (as exported), per mask:", "",
-                      "| anatomy | samples | real masks | relative difference |", "|---|---|---|---|"]
+            histograms = [k for k in ("orientation_hist", "width_hist", "radial") if f"anatomy_vs_real/{k}" in s]
+            lines += ["", "At the training images' native size (as exported), per mask; the histograms' rows are total "
+                      "variation distances (radial: mean difference of the density around the disc). Real halves: how far "
+                      "two random halves of the real masks lie apart by the same measure, the noise floor of the "
+                      "comparison.", "",
+                      "| anatomy | samples | real masks | relative difference | real halves |", "|---|---|---|---|---|"]
             lines += [f"| {k} | {_stat(k, s.get('anatomy/' + k))} | {_stat(k, s.get('anatomy_real/' + k))} | "
-                      f"{_fmt(s.get('anatomy_vs_real/' + k))} |" for k in anatomy]
+                      f"{_fmt(s.get('anatomy_vs_real/' + k))} | {_fmt(s.get('anatomy_real_halves/' + k))} |"
+                      for k in anatomy + histograms]
     if results.get("privacy") or results.get("mia_splits"):
         lines += privacy_markdown(results.get("privacy", {}), results.get("mia_splits"))
     if results.get("synthetic_count"):

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from helpers import SMOKE, assert_ok, assert_one_line_error, run_cli
+from synthmed_lightning.checkpoints import load_checkpoint
 from synthmed_lightning.models.dp import epsilon_spent, pix2pix_sensitivity
 
 pytest.importorskip("opacus")
@@ -37,6 +38,9 @@ def test_dp_stage_one_reports_its_epsilon_and_learns(dp_runs):
     # Through clipped, noisy discriminator gradients the vessel density still moves toward the real one.
     real = m["val/real_vessel_fraction"]
     assert abs(m["val/vessel_fraction"] - real) < 0.8 * abs(m["init/vessel_fraction"] - real)
+    # Nothing read from the real masks outside DP-SGD: no refiner, no edge fade.
+    hparams = load_checkpoint(dp_runs["mask"] / "checkpoints" / "last.ckpt", "mask")["hyper_parameters"]
+    assert hparams["refiner"] is None and hparams["edge_fade"] is None
 
 
 def test_dp_stage_two_spends_the_target_epsilon_and_the_export_works(dp_runs, tmp_path):

@@ -93,6 +93,27 @@ def test_generate_is_binary_in_the_fov_and_deterministic(model):
     assert not torch.equal(out["mask"], model.generate(5, seed=4)["mask"])
 
 
+def test_native_masks_end_their_vessels_short_of_the_fov_edge_as_the_training_masks_do(mask_run, model):
+    from synthmed_lightning.data.edge_fade import BAND, edge_depths
+
+    checkpoint = load_checkpoint(mask_run / "checkpoints" / "last.ckpt", "mask")
+    assert checkpoint["hyper_parameters"]["edge_fade"]["format"] == "synthmed-edge-fade/1"  # fitted by the stage
+    faded = model.generate_native(8, 3, 96, 96)
+    assert np.array_equal(faded["mask"], model.generate_native(8, 3, 96, 96)["mask"])  # the seed decides the depths
+    fade, model.edge_fade = model.edge_fade, None
+    try:
+        plain = model.generate_native(8, 3, 96, 96)
+    finally:
+        model.edge_fade = fade
+    fov = plain["fov"][0]
+    distance = cv2.distanceTransform(np.pad(fov, 1), cv2.DIST_L2, 5)[1:-1, 1:-1]
+    beyond = distance > BAND * 96 / fade.fov_diameter  # the band scales with the FOV
+    assert np.array_equal(faded["mask"][:, beyond], plain["mask"][:, beyond])
+    assert not (faded["mask"] & ~plain["mask"].astype(bool)).any()  # it only clears
+    depth = lambda masks: np.mean(np.concatenate([edge_depths(m, fov) for m in masks]))
+    assert depth(faded["mask"]) > depth(plain["mask"])
+
+
 def test_checkpoint_restores_the_final_ema_generator(mask_run, model):
     """The reloaded module draws exactly the samples the final validation measured."""
     metrics = json.loads((mask_run / "metrics.json").read_text())

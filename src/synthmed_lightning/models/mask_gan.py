@@ -19,6 +19,7 @@ import typing
 import numpy as np
 import torch
 
+from synthmed_lightning.data.edge_fade import EdgeFade
 from synthmed_lightning.data.mask_data import coarse_to_native, fov_to_native, from_square
 from synthmed_lightning.data.transforms import resize_binary
 from synthmed_lightning.models.components.refiner import MaskRefiner, join_fragments, refiner_loss, remove_fragments
@@ -27,6 +28,9 @@ from synthmed_lightning.models.gan_base import GANModule, _build
 # Said by the stage before any data is read, and by the constructor for models built in Python.
 REFINER_UNDER_DP = ("model.refiner: not possible with privacy=dp (the refiner learns from the real masks without "
                     "DP-SGD); pass model.refiner=null")
+
+# The random stream (with the seed) of the depths at which `edge_fade` ends vessels at the FOV's edge.
+_EDGE_FADE_STREAM = 0xED6E
 
 # Native-size masks refined per forward pass in `generate_native`: bounds memory at any n.
 _REFINE_CHUNK = 4
@@ -49,6 +53,9 @@ class MaskGAN(GANModule):
     `refiner_reads_coverage` (set by the stage from `data.soft_masks`): the refiner reads the
     generator's vessel coverage in [0, 1] instead of the thresholded sample, so vessels thinner than
     a coarse pixel reach it as faint lines rather than as broken pieces.
+
+    `edge_fade` (`data/edge_fade.py`, fitted on the training masks by the stage; None: off): native
+    masks end their vessels short of the FOV's edge at depths drawn from the real masks'.
     """
 
     CHANNELS = 1  # generator output channels
@@ -57,13 +64,15 @@ class MaskGAN(GANModule):
 
     def __init__(self, generator: dict, discriminator: dict, refiner: dict | None = None, refiner_lr: float = 1e-3,
                  refiner_batch: int | None = None, refiner_threshold: float = 0.5, join_gap: float = 3.0,
-                 min_fragment: float = 1.5, refiner_reads_coverage: bool = False, **gan_settings):
+                 min_fragment: float = 1.5, refiner_reads_coverage: bool = False, edge_fade: dict | None = None,
+                 **gan_settings):
         if refiner is not None and gan_settings.get("privacy"):
             raise ValueError(REFINER_UNDER_DP)
         if not 0.0 < refiner_threshold < 1.0:
             raise ValueError(f"model.refiner_threshold={refiner_threshold}: must be between 0 and 1")
         if refiner_batch is not None and refiner_batch < 1:
             raise ValueError(f"model.refiner_batch={refiner_batch}: must be at least 1 (or null: the whole batch)")
+        self.edge_fade = EdgeFade.from_dict(edge_fade) if edge_fade is not None else None
         super().__init__(generator, discriminator, **gan_settings)
         self.refiner = None
         if refiner is not None:
@@ -110,7 +119,8 @@ class MaskGAN(GANModule):
         """The masks `generate(n, seed)` lays out, at (height, width): {"mask": (n, H, W) uint8 in
         {0, 1}, "fov": (n, H, W) uint8 in {0, 1}}, vessels only inside the FOV. With a refiner it
         draws them at the training images' size (`source_size`; resized when another size is asked
-        for), else they are the squares mapped back with `from_square`."""
+        for), else they are the squares mapped back with `from_square`; then `edge_fade` ends their
+        vessels short of the FOV's edge."""
         raw = self.generate_raw(n, seed)[:, :1]
         fov = fov_to_native(_as_uint8(self.fov[0, 0]), height, width)
         if self.refiner is None:
@@ -121,6 +131,9 @@ class MaskGAN(GANModule):
             masks = [m if m.shape == (height, width) else resize_binary(m, (width, height))
                      for m in self.refine(coarse, *refine_size)]
         masks = np.stack(masks).astype(np.uint8) & fov
+        if self.edge_fade is not None:
+            rng = np.random.default_rng([seed, _EDGE_FADE_STREAM])
+            masks = np.stack([self.edge_fade.apply(m, fov, rng) for m in masks])
         return {"mask": masks, "fov": np.broadcast_to(fov, masks.shape).copy()}
 
     @torch.no_grad()

@@ -12,12 +12,15 @@ Stage I's mask refiner (`model.refiner`, docs/stage1.md) trains in the same run 
 datamodule serves (`data.native_crop`); with `model.refiner=null` none are drawn.
 """
 
+import logging
+
 import numpy as np
 import torch
 from omegaconf import DictConfig
 
 from synthmed_lightning.callbacks.loss_history import GANLossHistory
 from synthmed_lightning.callbacks.sample_grids import NoiseSampleGridWriter
+from synthmed_lightning.data.edge_fade import EdgeFade
 from synthmed_lightning.data.mask_data import MaskDataModule, check_image_size
 from synthmed_lightning.errors import ConfigError
 from synthmed_lightning.metrics.mask_stats import (HEADLINE_KEYS, anatomy_halves, anatomy_statistics, compare_anatomy,
@@ -26,6 +29,8 @@ from synthmed_lightning.models.gan_base import GANModule
 from synthmed_lightning.models.mask_gan import REFINER_UNDER_DP, MaskGAN
 from synthmed_lightning.stages.common import build_datamodule, plan_privacy, run_dir, scalar_metrics
 from synthmed_lightning.stages.training import TrainingStage, train_stage
+
+log = logging.getLogger(__name__)
 
 
 class NoiseGANStage(TrainingStage):
@@ -62,6 +67,7 @@ class NoiseGANStage(TrainingStage):
                      "privacy": plan_privacy(cfg, datamodule, images=len(datamodule.masks))}
         if self.module_class is MaskGAN:
             arguments["refiner_reads_coverage"] = datamodule.soft_masks  # what its training crops hold
+            arguments["edge_fade"] = edge_fade(cfg, datamodule)
         return arguments
 
     def prepare(self, model, datamodule) -> dict:
@@ -85,6 +91,18 @@ class NoiseGANStage(TrainingStage):
             **model.privacy_spent(),
             "train/iterations": iterations,
         }
+
+
+def edge_fade(cfg: DictConfig, datamodule: MaskDataModule) -> dict | None:
+    """`EdgeFade` fitted on the training masks as a dict, or None: with `edge_fade=false`, and under
+    privacy=dp (the fit reads the real masks without DP-SGD)."""
+    if not cfg.get("edge_fade") or (cfg.get("privacy") or {}).get("mode", "none") != "none":
+        return None
+    try:
+        return EdgeFade.fit(*zip(*datamodule.native)).to_dict()
+    except ValueError as error:  # no vessel near an edge (a tiny phantom)
+        log.warning("edge fade not fitted, Stage I's masks keep their vessels at the FOV's edge: %s", error)
+        return None
 
 
 def native_anatomy(model: MaskGAN, datamodule: MaskDataModule, count: int = 16) -> dict[str, float]:

@@ -18,7 +18,7 @@ OUT        ?=
 ARGS       ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast reproduce-paper bench clean
+.PHONY: help install lint test test-fast reproduce-paper bench clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -34,6 +34,9 @@ $(VENV)/.installed: pyproject.toml
 
 test: install ## run the whole test suite (CPU, TEST_WORKERS=2 processes, < 15 min)
 	$(BIN)/python -m pytest -q $(PYTEST_XDIST) $(PYTEST_ARGS)
+
+lint: install ## pyflakes-level checks (unused imports and names, undefined names) with ruff
+	$(BIN)/python -m ruff check --select F src tests benchmarks
 
 test-fast: install ## the tests that train nothing longer than a few seconds
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_XDIST) $(PYTEST_ARGS)

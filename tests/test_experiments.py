@@ -23,8 +23,10 @@ def test_study_experiments_target_their_stage():
     assert list(cfg.study.overrides.mask) == ["model.loss=lsgan"] and "lsgan" in cfg.study.out_dir
     cfg = compose_config("+experiment=ablation_mask_resolution", "mask_size=128")
     assert list(cfg.study.overrides.mask) == ["profile.mask.image_size=128", "profile.mask.join_gap=3.0"]
-    cfg = compose_config("+experiment=stage1_64px")
-    assert {"profile.mask.image_size=64", "profile.mask.join_gap=1.5"} <= set(cfg.study.overrides.mask)
+    cfg = compose_config("+experiment=stage1_128px")
+    assert {"profile.mask.image_size=128", "profile.mask.join_gap=3.0"} <= set(cfg.study.overrides.mask)
+    quick = compose_config("profile=quick").profile.mask
+    assert (quick.image_size, quick.soft_masks, quick.join_gap) == (64, True, 2.5)  # the default it is compared with
     cfg = compose_config("+experiment=synthetic_count")
     assert list(cfg.study.synthetic_counts) == [50, 200, 1000]
     cfg = compose_config("+experiment=paper")

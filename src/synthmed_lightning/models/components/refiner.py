@@ -1,6 +1,6 @@
 """Stage I's mask refiner: native-resolution vessels drawn on the DCGAN's coarse layout.
 
-The DCGAN draws a vessel mask at `image_size` (128 px in the quick profile); mapped back to a
+The DCGAN draws a vessel mask at `image_size` (64 px in the quick profile, 128 px before); mapped back to a
 584 x 565 DRIVE image by plain upsampling every vessel is 4-5 px wide, capillaries are missing and
 edges are blocky. The refiner is a small U-Net that reads the coarse mask upsampled bilinearly to
 native size (the geometry of `data.mask_data.from_square`) and returns native vessel logits. It is

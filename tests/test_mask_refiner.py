@@ -151,12 +151,12 @@ def test_generate_native_draws_refined_masks_inside_the_fov(checkpoint):
 
 
 def test_checkpoint_without_refiner_still_exports_through_from_square(checkpoint):
-    """A checkpoint from before the refiner (no `refiner` settings, no refiner weights) loads, and its
-    native samples are the squares mapped back as before (inside the FOV, whose rim is smoothed)."""
+    """A checkpoint from before the refiner (no `refiner` settings, no refiner weights, no edge fade) loads,
+    and its native samples are the squares mapped back as before (inside the FOV, whose rim is smoothed)."""
     old = dict(checkpoint)
     old["hyper_parameters"] = {k: v for k, v in checkpoint["hyper_parameters"].items()
                                if k not in ("refiner", "refiner_lr", "refiner_batch", "refiner_threshold",
-                                            "join_gap", "min_fragment")}
+                                            "join_gap", "min_fragment", "edge_fade")}
     old["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("refiner.")}
     model = restore_module(MaskGAN, old)
     assert model.refiner is None

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from synthmed_lightning.data.sample import fov_diameter
+
 __all__ = ["BAND", "EdgeFade", "edge_depths"]
 
 FORMAT = "synthmed-edge-fade/1"
@@ -36,12 +38,6 @@ _QUANTILES = 33     # quantiles of the depths kept (0, 1/32, ..., 1)
 def _edge_distance(fov: np.ndarray) -> np.ndarray:
     """(H, W) float: each FOV pixel's distance to the outside (the outermost pixels 1; 0 outside)."""
     return cv2.distanceTransform(np.pad(fov > 0, 1).astype(np.uint8), cv2.DIST_L2, 5)[1:-1, 1:-1]
-
-
-def _fov_diameter(fov: np.ndarray) -> float:
-    """The FOV's horizontal extent in px (as `Sample.fov_diameter`)."""
-    columns = np.flatnonzero(np.asarray(fov).any(axis=0))
-    return float(columns[-1] - columns[0] + 1) if columns.size else 0.0
 
 
 def _band_pieces(mask: np.ndarray, distance: np.ndarray, band: float) -> tuple[int, np.ndarray]:
@@ -75,10 +71,10 @@ class EdgeFade:
         masks, fovs = list(masks), list(fovs)
         if not masks or len(masks) != len(fovs):
             raise ValueError(f"fit needs one FOV per mask (got {len(masks)} masks, {len(fovs)} FOVs)")
-        diameters = [_fov_diameter(f) for f in fovs]
+        diameters = [fov_diameter(np.asarray(f)) for f in fovs]
         mean_diameter = float(np.mean(diameters))
         depths = np.concatenate([edge_depths(m, f, BAND * d / mean_diameter) * mean_diameter / d
-                                 for m, f, d in zip(masks, fovs, diameters) if d > 0])
+                                 for m, f, d in zip(masks, fovs, diameters)])
         if depths.size == 0:
             raise ValueError(f"fit: no vessel comes within {BAND:g} px of the FOV's edge")
         return cls(np.quantile(depths, np.linspace(0.0, 1.0, _QUANTILES)), mean_diameter)
@@ -87,7 +83,7 @@ class EdgeFade:
         """`mask` (H, W, 0/1 or bool) with each vessel piece near the FOV's edge cleared closer to the edge
         than a depth drawn from the real masks'; the rest of the mask unchanged. Same dtype as `mask`.
         Draws one number from `rng` per piece."""
-        scale = _fov_diameter(fov) / self.fov_diameter
+        scale = fov_diameter(np.asarray(fov)) / self.fov_diameter
         distance = _edge_distance(fov)
         count, labels = _band_pieces(mask, distance, BAND * scale)
         if count <= 1:

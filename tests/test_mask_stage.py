@@ -15,6 +15,7 @@ from synthmed_lightning.data.mask_data import MaskDataModule, fov_to_native, fro
 from synthmed_lightning.data.readers import read_dataset
 from synthmed_lightning.errors import CheckpointError, ConfigError
 from synthmed_lightning.models.mask_gan import MaskGAN
+from synthmed_lightning.stages.mask import NoiseGANStage
 
 ITERATIONS, VAL_EVERY, SIZE, NUM_SAMPLES = 100, 50, 32, 8  # conf/profile/smoke.yaml `mask:`
 PHANTOM = {"name": "phantom", "reader": {"count": 6, "seed": 0, "height": 96, "width": 96}}
@@ -168,6 +169,34 @@ def test_soft_masks_train_on_coverage_and_samples_are_thresholded_at_the_data_th
     coverage = torch.tensor([0.1, 0.2, 0.3, 0.9]).view(1, 1, 2, 2)
     model.fov = torch.ones(1, 1, 2, 2)
     assert model.binary_mask(coverage * 2 - 1).flatten().tolist() == [0.0, 0.0, 1.0, 1.0]
+
+
+def test_coverage_power_lifts_faint_coverage_for_the_gan_and_the_model_undoes_it():
+    """coverage_power < 1: the GAN's items are coverage ** power (a capillary's faint coverage comes
+    nearer the thick vessels'); statistics, the refiner's crops and the threshold stay on coverage."""
+    settings = dict(**PHANTOM, image_size=SIZE, batch_size=4, samples_per_epoch=8, mask_resize="area",
+                    mask_threshold=0.25, soft_masks=True, rotate=0, augmentation="none")
+    plain, lifted = MaskDataModule(**settings), MaskDataModule(**settings, coverage_power=0.5)
+    plain.setup("fit"), lifted.setup("fit")
+    assert np.array_equal(lifted.masks, plain.masks) and np.array_equal(lifted.coarse_masks(), plain.coverage)
+    assert np.allclose(lifted.gan_masks(), plain.coverage ** 0.5)
+    faint = (plain.coverage > 0.05) & (plain.coverage < 0.25)
+    assert faint.any() and np.all(lifted.gan_masks()[faint] > plain.coverage[faint] * 1.9)
+    model = mask_gan(z_dim=8, image_size=SIZE, num_samples=2, sample_threshold=0.25, coverage_power=0.5)
+    coverage = torch.tensor([0.1, 0.2, 0.3, 0.9]).view(1, 1, 2, 2)
+    model.fov = torch.ones(1, 1, 2, 2)
+    generated = coverage ** 0.5 * 2 - 1  # what a GAN that learned the lifted items draws
+    assert torch.allclose(model.coverage(generated), coverage, atol=1e-6)
+    assert model.binary_mask(generated).flatten().tolist() == [0.0, 0.0, 1.0, 1.0]
+    with pytest.raises(ConfigError, match="data.coverage_power=1.5"):
+        MaskDataModule(**PHANTOM, coverage_power=1.5)
+    with pytest.raises(ValueError, match="model.coverage_power=0"):  # e.g. from a checkpoint
+        mask_gan(z_dim=8, image_size=SIZE, coverage_power=0.0)
+    # the stage hands the data's power to the model it builds, only with soft masks
+    for soft, expected in ((True, 0.5), (False, 1.0)):
+        cfg = compose_config("stage=mask", *SMOKE, f"profile.mask.soft_masks={soft}", "profile.mask.coverage_power=0.5")
+        stage = NoiseGANStage(MaskGAN)
+        assert stage.model_arguments(cfg, stage.datamodule(cfg))["coverage_power"] == expected
 
 
 def test_datamodule_with_images():

@@ -239,8 +239,8 @@ class MaskDataModule(L.LightningDataModule):
     def __init__(self, name: str, root: str | None = None, reader: dict | None = None, image_size: int = 64,
                  batch_size: int = 8, samples_per_epoch: int = 1024, augmentation: str = "default",
                  rotate: float = 10.0, mask_resize: str = "linear", mask_threshold: float = 0.5,
-                 soft_masks: bool = False, with_images: bool = False, native_crop: int = 0,
-                 num_workers: int | str = "auto", pin_memory: bool | str = "auto", **segmentation_only):
+                 soft_masks: bool = False, coverage_power: float = 1.0, with_images: bool = False,
+                 native_crop: int = 0, num_workers: int | str = "auto", pin_memory: bool | str = "auto", **segmentation_only):
         super().__init__()
         self.source = dataset_spec(name, root, reader)
         self.image_size = check_image_size(image_size)
@@ -251,6 +251,7 @@ class MaskDataModule(L.LightningDataModule):
         self.mask_resize = mask_resize
         self.mask_threshold = mask_threshold
         self.soft_masks = soft_masks
+        self.coverage_power = coverage_power
         self.with_images = with_images
         self.native_crop = native_crop
         self.num_workers = num_workers
@@ -260,6 +261,8 @@ class MaskDataModule(L.LightningDataModule):
             raise ConfigError(f"data.mask_resize={mask_resize!r}: expected one of {', '.join(MASK_RESIZE_MODES)}")
         if not 0.0 < mask_threshold < 1.0:
             raise ConfigError(f"data.mask_threshold={mask_threshold}: must be between 0 and 1")
+        if not 0.0 < coverage_power <= 1.0:
+            raise ConfigError(f"data.coverage_power={coverage_power}: must be in (0, 1]")
         if isinstance(native_crop, bool) or not isinstance(native_crop, int) or native_crop < 0:
             raise ConfigError(f"data.native_crop={native_crop}: must be a whole number of pixels (0: no refiner crops)")
         if samples_per_epoch < batch_size:
@@ -309,6 +312,13 @@ class MaskDataModule(L.LightningDataModule):
         self.prepare()
         return self.coverage if self.soft_masks else self.masks
 
+    def gan_masks(self) -> np.ndarray:
+        """(N, S, S) what the GAN's items are drawn from: `coarse_masks`, with soft masks raised to
+        `coverage_power` (< 1 lifts a thin vessel's faint coverage towards the thick ones', so the
+        discriminator sees capillaries; the model undoes it on its samples)."""
+        coarse = self.coarse_masks()
+        return coarse ** self.coverage_power if self.soft_masks and self.coverage_power != 1.0 else coarse
+
     def setup(self, stage: str | None = None) -> None:
         self.prepare()
 
@@ -328,7 +338,7 @@ class MaskDataModule(L.LightningDataModule):
         return out
 
     def train_dataloader(self) -> DataLoader:
-        dataset = WholeMaskDataset(self.coarse_masks(), self.images, self.samples_per_epoch,
+        dataset = WholeMaskDataset(self.gan_masks(), self.images, self.samples_per_epoch,
                                    mask_augmentation(self.augmentation, self.rotate), self.native_pairs, self.native_crop)
         return make_train_loader(dataset, self.batch_size, self.num_workers, self.pin_memory, self.trainer,
                                  self.poisson_sample_rate)

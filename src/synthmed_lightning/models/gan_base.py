@@ -51,7 +51,7 @@ class GANModule(L.LightningModule):
                  d_lr: float | None = None, betas: tuple[float, float] = (0.5, 0.999), r1_gamma: float = 0.0,
                  grad_clip: float | None = None, num_samples: int = 16, sample_seed: int = 1234,
                  source_size: list[int] | None = None, sample_threshold: float = 0.5, mode_seeking: float = 0.0,
-                 privacy: dict | None = None):
+                 privacy: dict | None = None, coverage_power: float = 1.0):
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
@@ -81,6 +81,8 @@ class GANModule(L.LightningModule):
             raise ValueError(f"model.ema_decay={h.ema_decay}: must be in [0, 1)")
         if h.num_samples < 2:
             raise ValueError(f"model.num_samples={h.num_samples}: needs at least 2 (pairwise statistics)")
+        if not 0.0 < h.coverage_power <= 1.0:
+            raise ValueError(f"model.coverage_power={h.coverage_power}: must be in (0, 1] (set by the stage from data.coverage_power)")
 
     def _check_networks(self) -> None:
         """The networks fit this module's channel layout and each other's image size, and D fits DP-SGD."""
@@ -216,9 +218,16 @@ class GANModule(L.LightningModule):
         raise NotImplementedError
 
     def binary_mask(self, mask_channel: torch.Tensor) -> torch.Tensor:
-        """Generated mask channel in [-1, 1] -> {0, 1} inside the FOV: vessel where the coverage
-        (x + 1) / 2 reaches `sample_threshold` (0.5, or the data's threshold with soft masks)."""
-        return ((mask_channel + 1) / 2 >= self.hparams.sample_threshold).float() * self.fov
+        """Generated mask channel in [-1, 1] -> {0, 1} inside the FOV: vessel where
+        `coverage` reaches `sample_threshold` (0.5, or the data's threshold with soft masks)."""
+        return (self.coverage(mask_channel) >= self.hparams.sample_threshold).float() * self.fov
+
+    def coverage(self, mask_channel: torch.Tensor) -> torch.Tensor:
+        """Generated mask channel in [-1, 1] -> vessel coverage in [0, 1]: (x + 1) / 2, with the data's
+        `coverage_power` undone (the GAN learned coverage ** power)."""
+        coverage = ((mask_channel + 1) / 2).clamp(0, 1)
+        power = self.hparams.coverage_power
+        return coverage if power == 1.0 else coverage ** (1.0 / power)
 
     # ------------------------------------------------------------------ validation
     def sample_statistics(self, reference: dict[str, torch.Tensor], prefix: str = "val/") -> dict[str, float]:

@@ -126,7 +126,7 @@ class MaskGAN(GANModule):
         if self.refiner is None:
             masks = [from_square(_as_uint8(m[0]), height, width, binary=True) for m in self.binary_mask(raw)]
         else:
-            coarse = ((raw + 1) / 2).clamp(0, 1) * self.fov if self.hparams.refiner_reads_coverage else self.binary_mask(raw)
+            coarse = self.coverage(raw) * self.fov if self.hparams.refiner_reads_coverage else self.binary_mask(raw)
             refine_size = tuple(self.hparams.source_size or (height, width))
             masks = [m if m.shape == (height, width) else resize_binary(m, (width, height))
                      for m in self.refine(coarse, *refine_size)]

@@ -14,7 +14,8 @@ from synthmed_lightning.checkpoints import load_checkpoint, restore_module
 from synthmed_lightning.data.mask_data import (MaskDataModule, coarse_to_native, fov_to_native, from_square,
                                                square_resize_binary)
 from synthmed_lightning.errors import CheckpointError, ConfigError
-from synthmed_lightning.models.components.refiner import (MaskRefiner, join_fragments, refiner_loss,
+from synthmed_lightning.metrics.mask_stats import skeleton, vessel_widths
+from synthmed_lightning.models.components.refiner import (MaskRefiner, cap_width, join_fragments, refiner_loss,
                                                           remove_fragments)
 from synthmed_lightning.models.mask_gan import MaskGAN
 from synthmed_lightning.stages.mask import NoiseGANStage
@@ -84,6 +85,31 @@ def test_fragments_are_joined_across_small_gaps_and_specks_dropped():
     assert joined[10, 2:35].all() and cv2.connectedComponents(joined.astype(np.uint8))[0] - 1 == 2
     assert cv2.connectedComponents(join_fragments(mask, max_gap=3).astype(np.uint8))[0] - 1 == 3
     assert not remove_fragments(joined, min_area=2)[2, 38] and remove_fragments(joined, 2)[10, 2:35].all()
+
+
+def test_cap_width_narrows_trunks_to_the_cap_and_leaves_thinner_vessels_alone():
+    mask = np.zeros((60, 80), bool)
+    mask[20:35, 5:60] = True   # a 15 px trunk
+    mask[27:30, 60:78] = True  # a 3 px branch continuing it
+    mask[45, 10:70] = True     # a separate 1 px vessel
+    capped = cap_width(mask, max_width=7)
+    assert not np.any(capped & ~mask)  # only clears
+    assert np.array_equal(capped[:, 62:], mask[:, 62:]) and np.array_equal(capped[40:], mask[40:])
+    widths = vessel_widths(capped, skeleton(capped))
+    assert widths.max() <= 7 and np.all(capped[:40, 20:45].sum(axis=0) == 7)  # the trunk is 7 px now
+    assert cv2.connectedComponents(capped.astype(np.uint8))[0] - 1 == 2  # still one tree and the lone vessel
+    assert np.array_equal(cap_width(mask, max_width=15)[:, 20:45], mask[:, 20:45])  # as wide as the cap: kept
+    assert np.array_equal(cap_width(mask, max_width=17), mask)  # nothing wider than the cap: unchanged
+
+
+def test_max_vessel_width_narrows_the_native_samples(checkpoint):
+    settings = {**checkpoint["hyper_parameters"], "edge_fade": None}  # its draws follow the vessel pieces
+    plain = restore_module(MaskGAN, {**checkpoint, "hyper_parameters": settings})
+    capped = restore_module(MaskGAN, {**checkpoint, "hyper_parameters": {**settings, "max_vessel_width": 3}})
+    wide, narrow = (m.generate_native(3, seed=5, height=NATIVE, width=NATIVE)["mask"].astype(bool) for m in (plain, capped))
+    assert not np.any(narrow & ~wide) and narrow.sum() < wide.sum()
+    with pytest.raises(CheckpointError, match="model.max_vessel_width=0"):
+        restore_module(MaskGAN, {**checkpoint, "hyper_parameters": {**checkpoint["hyper_parameters"], "max_vessel_width": 0}})
 
 
 def test_datamodule_serves_native_crops_without_changing_the_gan_items():

@@ -22,7 +22,8 @@ import torch
 from synthmed_lightning.data.edge_fade import EdgeFade
 from synthmed_lightning.data.mask_data import coarse_to_native, fov_to_native, from_square
 from synthmed_lightning.data.transforms import resize_binary
-from synthmed_lightning.models.components.refiner import MaskRefiner, join_fragments, refiner_loss, remove_fragments
+from synthmed_lightning.models.components.refiner import (MaskRefiner, cap_width, join_fragments, refiner_loss,
+                                                           remove_fragments)
 from synthmed_lightning.models.gan_base import GANModule, _build
 
 # Said by the stage before any data is read, and by the constructor for models built in Python.
@@ -56,6 +57,8 @@ class MaskGAN(GANModule):
 
     `edge_fade` (`data/edge_fade.py`, fitted on the training masks by the stage; None: off): native
     masks end their vessels short of the FOV's edge at depths drawn from the real masks'.
+    `max_vessel_width` (native px; None: off): refined vessels wider than it are narrowed to it
+    (`cap_width`), as a refiner draws a trunk as wide as its coarse coverage allows.
     """
 
     CHANNELS = 1  # generator output channels
@@ -65,11 +68,13 @@ class MaskGAN(GANModule):
     def __init__(self, generator: dict, discriminator: dict, refiner: dict | None = None, refiner_lr: float = 1e-3,
                  refiner_batch: int | None = None, refiner_threshold: float = 0.5, join_gap: float = 3.0,
                  min_fragment: float = 1.5, refiner_reads_coverage: bool = False, edge_fade: dict | None = None,
-                 **gan_settings):
+                 max_vessel_width: float | None = None, **gan_settings):
         if refiner is not None and gan_settings.get("privacy"):
             raise ValueError(REFINER_UNDER_DP)
         if not 0.0 < refiner_threshold < 1.0:
             raise ValueError(f"model.refiner_threshold={refiner_threshold}: must be between 0 and 1")
+        if max_vessel_width is not None and max_vessel_width < 1:
+            raise ValueError(f"model.max_vessel_width={max_vessel_width}: must be at least 1 px (or null: off)")
         if refiner_batch is not None and refiner_batch < 1:
             raise ValueError(f"model.refiner_batch={refiner_batch}: must be at least 1 (or null: the whole batch)")
         self.edge_fade = EdgeFade.from_dict(edge_fade) if edge_fade is not None else None
@@ -139,8 +144,8 @@ class MaskGAN(GANModule):
     @torch.no_grad()
     def refine(self, coarse: torch.Tensor, height: int, width: int) -> list[np.ndarray]:
         """(n, 1, S, S) coarse masks in [0, 1] (thresholded, or coverage) -> n uint8 {0, 1} masks at (height, width): upsampled as
-        the refiner's training inputs were (`coarse_to_native`), refined, thresholded, fragments joined and specks dropped
-        (inside the FOV mapped the same way)."""
+        the refiner's training inputs were (`coarse_to_native`), refined, thresholded, fragments joined, specks dropped and
+        trunks narrowed to `max_vessel_width` (inside the FOV mapped the same way)."""
         h = self.hparams
         fov = fov_to_native(_as_uint8(self.fov[0, 0]), height, width) > 0
         pitch = max(height, width) / coarse.shape[-1]  # native px per coarse px
@@ -157,7 +162,10 @@ class MaskGAN(GANModule):
             mask = (p >= h.refiner_threshold) & fov
             if h.join_gap > 0:
                 mask = join_fragments(mask, h.join_gap * pitch) & fov
-            out.append(remove_fragments(mask, h.min_fragment * pitch**2).astype(np.uint8))
+            mask = remove_fragments(mask, h.min_fragment * pitch**2)
+            if h.max_vessel_width is not None:
+                mask = cap_width(mask, h.max_vessel_width)
+            out.append(mask.astype(np.uint8))
         return out
 
 

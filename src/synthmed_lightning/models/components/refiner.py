@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from synthmed_lightning.metrics.mask_stats import skeleton
 from synthmed_lightning.models.components.unet import UNet
 
 
@@ -113,3 +114,23 @@ def remove_fragments(mask: np.ndarray, min_area: float) -> np.ndarray:
     keep = stats[:, cv2.CC_STAT_AREA] >= min_area
     keep[0] = False  # the background
     return keep[labels]
+
+
+def cap_width(mask: np.ndarray, max_width: float) -> np.ndarray:
+    """Bool (H, W): `mask` with every vessel wider than `max_width` px narrowed to it. The mask is rebuilt
+    from its centre line, each centre pixel's disc clamped to radius (max_width - 1) // 2, and
+    intersected with the mask: vessels at most that wide stay as they are, nothing is added, and the
+    centre line (so connectivity) is kept."""
+    mask = np.asarray(mask, bool)
+    cap = max(1, int((max_width - 1) // 2))
+    distance = cv2.distanceTransform(np.pad(mask, 1).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
+    if distance.max() <= cap:
+        return mask
+    centre = skeleton(mask)
+    radius = np.minimum(np.ceil(distance), cap).astype(int)
+    kept = np.zeros(mask.shape, np.uint8)
+    for r in range(1, cap + 1):
+        seeds = (centre & (radius == r)).astype(np.uint8)
+        if seeds.any():
+            kept |= cv2.dilate(seeds, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
+    return mask & (kept > 0)

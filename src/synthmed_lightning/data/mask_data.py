@@ -224,7 +224,7 @@ class MaskDataModule(L.LightningDataModule):
     Selected by `conf/stage/mask.yaml` / `single.yaml` through `data._target_`, so every data
     config (`data=drive data.root=...`) works unchanged; it reads `name`, `root`, `reader`,
     `batch_size`, `augmentation`, `num_workers`, `pin_memory` from there, and `image_size`,
-    `samples_per_epoch`, `rotate`, `mask_resize`, `mask_threshold`, `soft_masks`, `with_images` from the stage
+    `samples_per_epoch`, `rotate`, `mask_resize`, `mask_threshold`, `soft_masks`, `coverage_power`, `with_images` from the stage
     config (`samples_per_epoch` only sets how often an epoch ends), and `native_crop`, the side of the
     refiner's native crops (0: none; see the module docstring). The segmentation-only keys of
     `_vessels.yaml` (patch_size, val_count, test, preprocess, fov_diameter, ...) are accepted and
@@ -234,6 +234,7 @@ class MaskDataModule(L.LightningDataModule):
     thresholded mask, and its samples are thresholded at `mask_threshold`: a discriminator that
     sees binary real masks beside a tanh output tells them apart by their saturation alone, and
     the generator answered with salt-and-pepper vessel texture; coverage maps remove that cue.
+    `coverage_power` < 1 (soft masks only) serves the GAN coverage ** power (`gan_masks`).
     """
 
     def __init__(self, name: str, root: str | None = None, reader: dict | None = None, image_size: int = 64,

@@ -313,12 +313,17 @@ class MaskDataModule(L.LightningDataModule):
         self.prepare()
         return self.coverage if self.soft_masks else self.masks
 
+    @property
+    def gan_power(self) -> float:
+        """The power the GAN's items are raised to: `coverage_power` with soft masks, else 1 (binary
+        masks are left as they are). The stage hands it to the model, which undoes it on its samples."""
+        return self.coverage_power if self.soft_masks else 1.0
+
     def gan_masks(self) -> np.ndarray:
-        """(N, S, S) what the GAN's items are drawn from: `coarse_masks`, with soft masks raised to
-        `coverage_power` (< 1 lifts a thin vessel's faint coverage towards the thick ones', so the
-        discriminator sees capillaries; the model undoes it on its samples)."""
+        """(N, S, S) what the GAN's items are drawn from: `coarse_masks` raised to `gan_power` (< 1 lifts
+        a thin vessel's faint coverage towards the thick ones', so the discriminator sees capillaries)."""
         coarse = self.coarse_masks()
-        return coarse ** self.coverage_power if self.soft_masks and self.coverage_power != 1.0 else coarse
+        return coarse ** self.gan_power if self.gan_power != 1.0 else coarse
 
     def setup(self, stage: str | None = None) -> None:
         self.prepare()

@@ -64,7 +64,7 @@ class NoiseGANStage(TrainingStage):
     def model_arguments(self, cfg: DictConfig, datamodule) -> dict:
         threshold = datamodule.mask_threshold if datamodule.soft_masks else 0.5
         arguments = {"source_size": datamodule.source_size, "sample_threshold": threshold,
-                     "coverage_power": datamodule.coverage_power if datamodule.soft_masks else 1.0,
+                     "coverage_power": datamodule.gan_power,
                      "privacy": plan_privacy(cfg, datamodule, images=len(datamodule.masks))}
         if self.module_class is MaskGAN:
             arguments["refiner_reads_coverage"] = datamodule.soft_masks  # what its training crops hold

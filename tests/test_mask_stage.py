@@ -15,7 +15,8 @@ from synthmed_lightning.data.mask_data import MaskDataModule, fov_to_native, fro
 from synthmed_lightning.data.readers import read_dataset
 from synthmed_lightning.errors import CheckpointError, ConfigError
 from synthmed_lightning.models.mask_gan import MaskGAN
-from synthmed_lightning.stages.mask import NoiseGANStage
+from synthmed_lightning.metrics.mask_stats import width_quantile
+from synthmed_lightning.stages.mask import WIDTH_QUANTILE, NoiseGANStage, max_vessel_width
 
 ITERATIONS, VAL_EVERY, SIZE, NUM_SAMPLES = 100, 50, 32, 8  # conf/profile/smoke.yaml `mask:`
 PHANTOM = {"name": "phantom", "reader": {"count": 6, "seed": 0, "height": 96, "width": 96}}
@@ -68,6 +69,7 @@ def test_mask_run_writes_checkpoint_grids_and_metrics(mask_run):
         assert np.isfinite(metrics[f"anatomy/{key}"]) and np.isfinite(metrics[f"anatomy_real/{key}"]), key
         assert np.isfinite(metrics[f"anatomy_vs_real/{key}"]), key
     assert metrics["anatomy_real/branch_points"] > 1
+    assert 0 < metrics["anatomy/pairwise_iou"] < 1 and 0 < metrics["anatomy_real/pairwise_iou"] < 1  # at native size
 
 
 def test_mask_gan_learned_the_vessel_density(mask_run):
@@ -197,6 +199,28 @@ def test_coverage_power_lifts_faint_coverage_for_the_gan_and_the_model_undoes_it
         cfg = compose_config("stage=mask", *SMOKE, f"profile.mask.soft_masks={soft}", "profile.mask.coverage_power=0.5")
         stage = NoiseGANStage(MaskGAN)
         assert stage.model_arguments(cfg, stage.datamodule(cfg))["coverage_power"] == expected
+
+
+def test_max_vessel_width_fit_is_the_training_masks_width_quantile():
+    """`fit` becomes the width 95 % of the training masks' centre line stays within (a number the
+    model and its checkpoint keep); a number or null passes through; under privacy=dp it is off."""
+    stage = NoiseGANStage(MaskGAN)
+
+    def arguments(*overrides):
+        cfg = compose_config("stage=mask", *SMOKE, *overrides)
+        datamodule = stage.datamodule(cfg)
+        return datamodule, stage.model_arguments(cfg, datamodule)
+
+    datamodule, fitted = arguments("profile.mask.max_vessel_width=fit")
+    masks, fovs = zip(*datamodule.native)
+    expected = width_quantile(masks, WIDTH_QUANTILE, fovs)
+    assert fitted["max_vessel_width"] == expected and 1 <= expected < width_quantile(masks, 1.0, fovs)
+    assert arguments("profile.mask.max_vessel_width=5")[1]["max_vessel_width"] == 5
+    assert arguments("profile.mask.max_vessel_width=null")[1]["max_vessel_width"] is None
+    dp = compose_config("stage=mask", *SMOKE, "profile.mask.max_vessel_width=fit", "privacy=dp")
+    assert max_vessel_width(dp, datamodule) is None
+    with pytest.raises(ValueError, match="model.max_vessel_width=fit"):  # only the stage fits it
+        mask_gan(z_dim=8, image_size=SIZE, max_vessel_width="fit")
 
 
 def test_datamodule_with_images():

@@ -7,7 +7,7 @@ import torch
 
 from synthmed_lightning.metrics.mask_stats import (HEADLINE_KEYS, anatomy_halves, anatomy_statistics, compare_anatomy,
                                                    locate_disc, mask_anatomy, per_mask_anatomy, skeleton,
-                                                   skeleton_points, vessel_widths)
+                                                   skeleton_points, vessel_widths, width_quantile)
 
 
 def _canvas(h=128, w=128):
@@ -72,6 +72,23 @@ def test_width_histogram_and_thin_fraction():
         assert sum(v for k, v in stats.items() if k.startswith("width_hist/")) == pytest.approx(1.0)
     both = anatomy_statistics(np.stack([thin, thick]))
     assert both["thin_fraction"] == pytest.approx(0.5)
+
+
+def test_width_quantile_weighs_vessels_by_length():
+    """A 9 px trunk 40 px long and 3 px branches 160 px long (in two masks of different sizes): a fifth
+    of the centre line is 9 px wide, so quantiles up to 0.75 read 3 px and 0.85 or more 9 px."""
+    trunk = np.zeros((40, 60), bool)
+    trunk[10:19, 10:50] = True
+    branches = np.zeros((60, 100), bool)
+    branches[10:13, 10:90] = branches[40:43, 10:90] = True
+    assert width_quantile([trunk, branches], 0.75) == pytest.approx(3.0, abs=0.01)
+    assert width_quantile([trunk, branches], 0.85) == pytest.approx(9.0, abs=0.01)
+    outside = np.zeros((40, 60), bool)
+    outside[:, :25] = True
+    assert width_quantile([trunk, branches], 0.85, [~outside, np.ones_like(branches)]) == pytest.approx(3.0, abs=0.5)
+    assert np.isnan(width_quantile([np.zeros((8, 8), bool)], 0.95))
+    with pytest.raises(ValueError, match="quantile=0"):
+        width_quantile([trunk], 0.0)
 
 
 @pytest.mark.parametrize("angle, key", [(0, "0"), (45, "45"), (22.5, "22.5"), (90, "90"), (135, "135")])
@@ -180,3 +197,4 @@ def test_drive_masks_have_plausible_anatomy(drive_root):
     print("  mean: " + ", ".join(f"{k} {v:.3g}" for k, v in average.items()))
     assert average["orientation_bias"] < 0.25
     assert average["radial/0-10"] > average["radial/50-60"]  # vessels crowd at the disc
+    assert 5 <= width_quantile([s.mask for s in samples], 0.95, [s.fov for s in samples]) <= 9  # 7 on all 16

@@ -313,6 +313,27 @@ def vessel_widths(mask: np.ndarray, skel: np.ndarray) -> np.ndarray:
     return per_pixel[np.asarray(skel, bool)]
 
 
+def width_quantile(masks, quantile: float, fovs=None) -> float:
+    """The vessel width (px) that `quantile` of the masks' centre line, by length, does not exceed;
+    nan without vessels. `masks` and `fovs` (or None) are sequences of (H, W) masks, of any sizes. On
+    the 16 DRIVE training masks the 0.95 quantile is 7 px: the width `stage=mask` caps its samples'
+    trunks at (`max_vessel_width: fit`)."""
+    if not 0.0 < quantile <= 1.0:
+        raise ValueError(f"quantile={quantile}: must be in (0, 1]")
+    widths, lengths = [np.zeros(0)], [np.zeros(0)]
+    for mask, fov in zip(masks, fovs if fovs is not None else [None] * len(masks)):
+        mask = np.asarray(mask, bool) & (True if fov is None else np.asarray(fov, bool))
+        skel = skeleton(mask)
+        widths.append(vessel_widths(mask, skel))
+        lengths.append(skeleton_lengths(skel))
+    widths, lengths = np.concatenate(widths), np.concatenate(lengths)
+    if not len(widths):
+        return float("nan")
+    order = np.argsort(widths, kind="stable")
+    cumulative = np.cumsum(lengths[order])
+    return float(widths[order][np.searchsorted(cumulative, quantile * cumulative[-1])])
+
+
 def skeleton_orientations(skel: np.ndarray, sigma: float = 2.0) -> np.ndarray:
     """Local direction (radians in [0, pi), counter-clockwise from horizontal as displayed) of the
     skeleton at each of its pixels, from the structure tensor of the (lightly blurred) skeleton.

@@ -57,8 +57,9 @@ class MaskGAN(GANModule):
 
     `edge_fade` (`data/edge_fade.py`, fitted on the training masks by the stage; None: off): native
     masks end their vessels short of the FOV's edge at depths drawn from the real masks'.
-    `max_vessel_width` (native px; None: off): refined vessels wider than it are narrowed to it
-    (`cap_width`), as a refiner draws a trunk as wide as its coarse coverage allows.
+    `max_vessel_width` (native px; None: off; `stages/mask.py` fits it on the training masks for
+    `fit`): refined vessels wider than it are narrowed to it (`cap_width`), as a refiner draws a trunk
+    as wide as its coarse coverage allows.
     """
 
     CHANNELS = 1  # generator output channels
@@ -73,8 +74,9 @@ class MaskGAN(GANModule):
             raise ValueError(REFINER_UNDER_DP)
         if not 0.0 < refiner_threshold < 1.0:
             raise ValueError(f"model.refiner_threshold={refiner_threshold}: must be between 0 and 1")
-        if max_vessel_width is not None and max_vessel_width < 1:
-            raise ValueError(f"model.max_vessel_width={max_vessel_width}: must be at least 1 px (or null: off)")
+        if max_vessel_width is not None and not (isinstance(max_vessel_width, (int, float)) and max_vessel_width >= 1):
+            raise ValueError(f"model.max_vessel_width={max_vessel_width}: must be at least 1 px, or null: off "
+                             "(`fit` is fitted by stage=mask)")
         if refiner_batch is not None and refiner_batch < 1:
             raise ValueError(f"model.refiner_batch={refiner_batch}: must be at least 1 (or null: the whole batch)")
         self.edge_fade = EdgeFade.from_dict(edge_fade) if edge_fade is not None else None

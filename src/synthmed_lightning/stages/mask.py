@@ -24,13 +24,18 @@ from synthmed_lightning.data.edge_fade import EdgeFade
 from synthmed_lightning.data.mask_data import MaskDataModule, check_image_size
 from synthmed_lightning.errors import ConfigError
 from synthmed_lightning.metrics.mask_stats import (HEADLINE_KEYS, anatomy_halves, anatomy_statistics, compare_anatomy,
-                                                   mean_anatomy, per_mask_anatomy)
+                                                   mean_anatomy, mean_pairwise_iou, per_mask_anatomy, width_quantile)
 from synthmed_lightning.models.gan_base import GANModule
 from synthmed_lightning.models.mask_gan import REFINER_UNDER_DP, MaskGAN
 from synthmed_lightning.stages.common import build_datamodule, plan_privacy, run_dir, scalar_metrics
 from synthmed_lightning.stages.training import TrainingStage, train_stage
 
 log = logging.getLogger(__name__)
+
+# `model.max_vessel_width: fit` caps the samples' vessels at the width this share of the real masks'
+# centre line does not exceed. A 64 px layout draws 10-13 % of its centre line 8 px or wider, the real
+# masks 2 %: capped at this quantile the samples' share comes down to the real one (docs/stage1.md).
+WIDTH_QUANTILE = 0.95
 
 
 class NoiseGANStage(TrainingStage):
@@ -69,6 +74,7 @@ class NoiseGANStage(TrainingStage):
         if self.module_class is MaskGAN:
             arguments["refiner_reads_coverage"] = datamodule.soft_masks  # what its training crops hold
             arguments["edge_fade"] = edge_fade(cfg, datamodule)
+            arguments["max_vessel_width"] = max_vessel_width(cfg, datamodule)
         return arguments
 
     def prepare(self, model, datamodule) -> dict:
@@ -106,13 +112,35 @@ def edge_fade(cfg: DictConfig, datamodule: MaskDataModule) -> dict | None:
         return None
 
 
+def max_vessel_width(cfg: DictConfig, datamodule: MaskDataModule) -> float | None:
+    """`model.max_vessel_width` as the model gets it: a number or null as set; `fit` becomes the width
+    that `WIDTH_QUANTILE` of the training masks' centre line does not exceed (7 px on DRIVE), kept in
+    the checkpoint like `edge_fade`. Under privacy=dp `fit` is off (it reads the real masks without DP-SGD)."""
+    width = cfg.model.get("max_vessel_width")
+    if width != "fit":
+        return width
+    if (cfg.get("privacy") or {}).get("mode", "none") != "none":
+        log.info("model.max_vessel_width=fit is off under privacy=dp: the fit would read the real masks")
+        return None
+    masks, fovs = zip(*datamodule.native) if datamodule.native else ((), ())
+    fitted = width_quantile(masks, WIDTH_QUANTILE, fovs)
+    if not np.isfinite(fitted) or fitted < 1:
+        log.warning("model.max_vessel_width=fit: the training masks have no vessels to fit a width on; no cap")
+        return None
+    log.info("model.max_vessel_width=fit: %.1f px, the %g quantile of the training masks' vessel widths",
+             fitted, WIDTH_QUANTILE)
+    return fitted
+
+
 def native_anatomy(model: MaskGAN, datamodule: MaskDataModule, count: int = 16) -> dict[str, float]:
     """Anatomy (`metrics/mask_stats.anatomy_statistics`) of `count` samples at the training images'
     native size, drawn as `stage=generate` exports them (`MaskGAN.generate_native`: through the refiner
     when there is one), beside the real training masks' own: `anatomy/<key>`, `anatomy_real/<key>` and
-    the relative differences `anatomy_vs_real/<key>`, and `anatomy_real_halves/<key>`, how far two halves of
-    the real masks lie apart by the same measure (`anatomy_halves`: the comparison's noise floor). With a refiner also `refiner/dice`, its Dice on
-    the training masks' own coarse versions (how well it learned the mapping, not a held-out score)."""
+    the relative differences `anatomy_vs_real/<key>`, and `anatomy_real_halves/<key>`, how far two
+    halves of the real masks lie apart by the same measure (`anatomy_halves`: the comparison's noise
+    floor). `pairwise_iou` among them: how alike the samples are, against how alike the real masks are.
+    With a refiner also `refiner/dice`, its Dice on the training masks' own coarse versions (how well
+    it learned the mapping, not a held-out score)."""
     height, width = datamodule.source_size
     real = [(m, f) for m, f in datamodule.native if m.shape == (height, width)]
     if not real:
@@ -125,6 +153,10 @@ def native_anatomy(model: MaskGAN, datamodule: MaskDataModule, count: int = 16) 
            **{f"anatomy_real/{k}": v for k, v in measured.items() if k in HEADLINE_KEYS},
            **{f"anatomy_vs_real/{k}": v for k, v in compare_anatomy(generated, measured).items()},
            **{f"anatomy_real_halves/{k}": v for k, v in anatomy_halves(per_real_mask).items()}}
+    # How alike the samples are, at the size they are exported (the `val/` figure is the coarse samples').
+    sampled, among_real = mean_pairwise_iou(samples["mask"]), mean_pairwise_iou(np.stack([m & f for m, f in real]))
+    out.update({"anatomy/pairwise_iou": sampled, "anatomy_real/pairwise_iou": among_real,
+                "anatomy_vs_real/pairwise_iou": (sampled - among_real) / among_real if among_real > 0 else float("nan")})
     if model.refiner is not None:
         out["refiner/dice"] = refiner_dice(model, datamodule, height, width)
     return out

@@ -82,6 +82,16 @@ def resize_binary(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return (resized >= 0.5).astype(np.uint8)
 
 
+def rotate_about_centre(array: np.ndarray, degrees: float, mask: np.ndarray,
+                        interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
+    """(H, W) `array` turned counter-clockwise (as displayed) by `degrees` about the centroid of the
+    (H, W) bool `mask` (a FOV); what comes in from outside the image is 0."""
+    rows, cols = np.nonzero(mask)
+    turn = cv2.getRotationMatrix2D((float(cols.mean()), float(rows.mean())), float(degrees), 1.0)
+    return cv2.warpAffine(array, turn, (array.shape[1], array.shape[0]), flags=interpolation,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
 def training_augmentation(strength: str = "default", channels: int = 3) -> A.Compose:
     """Geometric + photometric augmentation applied to image, vessel mask and FOV together."""
     if strength == "none":

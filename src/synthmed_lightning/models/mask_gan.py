@@ -16,12 +16,13 @@ trains on its own loss.
 
 import typing
 
+import cv2
 import numpy as np
 import torch
 
 from synthmed_lightning.data.edge_fade import EdgeFade
 from synthmed_lightning.data.mask_data import coarse_to_native, fov_to_native, from_square
-from synthmed_lightning.data.transforms import resize_binary
+from synthmed_lightning.data.transforms import resize_binary, rotate_about_centre
 from synthmed_lightning.models.components.refiner import (MaskRefiner, cap_width, join_fragments, refiner_loss,
                                                            remove_fragments)
 from synthmed_lightning.models.gan_base import GANModule, _build
@@ -32,6 +33,8 @@ REFINER_UNDER_DP = ("model.refiner: not possible with privacy=dp (the refiner le
 
 # The random stream (with the seed) of the depths at which `edge_fade` ends vessels at the FOV's edge.
 _EDGE_FADE_STREAM = 0xED6E
+# ... and of the angles `layout_rotation` turns the samples by (the noise z stays the seed's own).
+_ROTATION_STREAM = 0x2074
 
 # Native-size masks refined per forward pass in `generate_native`: bounds memory at any n.
 _REFINE_CHUNK = 4
@@ -60,6 +63,11 @@ class MaskGAN(GANModule):
     `max_vessel_width` (native px; None: off; `stages/mask.py` fits it on the training masks for
     `fit`): refined vessels wider than it are narrowed to it (`cap_width`), as a refiner draws a trunk
     as wide as its coarse coverage allows.
+    `layout_rotation` (degrees; 0: off): every native sample's layout is turned about the FOV's
+    centre by an angle drawn uniformly within ±it (the refiner's input, upsampled to native size, so
+    nothing is lost to resampling). The training masks are turned so (`data.rotate`), but a DCGAN on
+    20 masks draws its vessels along the same routes in every sample; drawing the turn at sampling
+    time gives that variety back (docs/stage1.md). The coarse samples of `generate` are not turned.
     """
 
     CHANNELS = 1  # generator output channels
@@ -69,7 +77,7 @@ class MaskGAN(GANModule):
     def __init__(self, generator: dict, discriminator: dict, refiner: dict | None = None, refiner_lr: float = 1e-3,
                  refiner_batch: int | None = None, refiner_threshold: float = 0.5, join_gap: float = 3.0,
                  min_fragment: float = 1.5, refiner_reads_coverage: bool = False, edge_fade: dict | None = None,
-                 max_vessel_width: float | None = None, **gan_settings):
+                 max_vessel_width: float | None = None, layout_rotation: float = 0.0, **gan_settings):
         if refiner is not None and gan_settings.get("privacy"):
             raise ValueError(REFINER_UNDER_DP)
         if not 0.0 < refiner_threshold < 1.0:
@@ -77,6 +85,8 @@ class MaskGAN(GANModule):
         if max_vessel_width is not None and not (isinstance(max_vessel_width, (int, float)) and max_vessel_width >= 1):
             raise ValueError(f"model.max_vessel_width={max_vessel_width}: must be at least 1 px, or null: off "
                              "(`fit` is fitted by stage=mask)")
+        if not 0.0 <= layout_rotation <= 180.0:
+            raise ValueError(f"model.layout_rotation={layout_rotation}: must be between 0 and 180 degrees")
         if refiner_batch is not None and refiner_batch < 1:
             raise ValueError(f"model.refiner_batch={refiner_batch}: must be at least 1 (or null: the whole batch)")
         self.edge_fade = EdgeFade.from_dict(edge_fade) if edge_fade is not None else None
@@ -130,13 +140,17 @@ class MaskGAN(GANModule):
         vessels short of the FOV's edge."""
         raw = self.generate_raw(n, seed)[:, :1]
         fov = fov_to_native(_as_uint8(self.fov[0, 0]), height, width)
+        limit = self.hparams.layout_rotation
+        angles = np.random.default_rng([seed, _ROTATION_STREAM]).uniform(-limit, limit, n) if limit else None
         if self.refiner is None:
             masks = [from_square(_as_uint8(m[0]), height, width, binary=True) for m in self.binary_mask(raw)]
+            if angles is not None:
+                masks = [rotate_about_centre(m, a, fov > 0, cv2.INTER_NEAREST) for m, a in zip(masks, angles)]
         else:
             coarse = self.coverage(raw) * self.fov if self.hparams.refiner_reads_coverage else self.binary_mask(raw)
             refine_size = tuple(self.hparams.source_size or (height, width))
             masks = [m if m.shape == (height, width) else resize_binary(m, (width, height))
-                     for m in self.refine(coarse, *refine_size)]
+                     for m in self.refine(coarse, *refine_size, angles)]
         masks = np.stack(masks).astype(np.uint8) & fov
         if self.edge_fade is not None:
             rng = np.random.default_rng([seed, _EDGE_FADE_STREAM])
@@ -144,14 +158,18 @@ class MaskGAN(GANModule):
         return {"mask": masks, "fov": np.broadcast_to(fov, masks.shape).copy()}
 
     @torch.no_grad()
-    def refine(self, coarse: torch.Tensor, height: int, width: int) -> list[np.ndarray]:
+    def refine(self, coarse: torch.Tensor, height: int, width: int, angles: np.ndarray | None = None) -> list[np.ndarray]:
         """(n, 1, S, S) coarse masks in [0, 1] (thresholded, or coverage) -> n uint8 {0, 1} masks at (height, width): upsampled as
-        the refiner's training inputs were (`coarse_to_native`), refined, thresholded, fragments joined, specks dropped and
-        trunks narrowed to `max_vessel_width` (inside the FOV mapped the same way)."""
+        the refiner's training inputs were (`coarse_to_native`), turned by `angles` (degrees, one per mask; None: not turned),
+        refined, thresholded, fragments joined, specks dropped and trunks narrowed to `max_vessel_width` (inside the FOV
+        mapped the same way)."""
         h = self.hparams
         fov = fov_to_native(_as_uint8(self.fov[0, 0]), height, width) > 0
         pitch = max(height, width) / coarse.shape[-1]  # native px per coarse px
-        upsampled = np.stack([coarse_to_native(m[0].float().cpu().numpy(), height, width) for m in coarse])
+        upsampled = [coarse_to_native(m[0].float().cpu().numpy(), height, width) for m in coarse]
+        if angles is not None:
+            upsampled = [rotate_about_centre(u, a, fov) for u, a in zip(upsampled, angles)]
+        upsampled = np.stack(upsampled)
         inputs = torch.from_numpy(upsampled.astype(np.float32))[:, None]
         was_training = self.refiner.training
         self.refiner.eval()

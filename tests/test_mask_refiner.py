@@ -17,7 +17,8 @@ from synthmed_lightning.errors import CheckpointError, ConfigError
 from synthmed_lightning.metrics.mask_stats import skeleton, vessel_widths
 from synthmed_lightning.models.components.refiner import (MaskRefiner, cap_width, join_fragments, refiner_loss,
                                                           remove_fragments)
-from synthmed_lightning.models.mask_gan import MaskGAN
+from synthmed_lightning.data.transforms import rotate_about_centre
+from synthmed_lightning.models.mask_gan import _ROTATION_STREAM, MaskGAN
 from synthmed_lightning.stages.mask import NoiseGANStage
 from synthmed_lightning.utils import to_primitive
 
@@ -110,6 +111,47 @@ def test_max_vessel_width_narrows_the_native_samples(checkpoint):
     assert not np.any(narrow & ~wide) and narrow.sum() < wide.sum()
     with pytest.raises(CheckpointError, match="model.max_vessel_width=0"):
         restore_module(MaskGAN, {**checkpoint, "hyper_parameters": {**checkpoint["hyper_parameters"], "max_vessel_width": 0}})
+
+
+def test_rotate_about_centre_turns_counter_clockwise_about_the_fov_centroid():
+    bar = np.zeros((41, 41), np.float32)
+    bar[20, 26:36] = 1  # right of the centre (20, 20)
+    fov = np.ones((41, 41), bool)
+    turned = rotate_about_centre(bar, 90, fov, cv2.INTER_NEAREST)
+    rows, cols = np.nonzero(turned)
+    assert set(cols) == {20} and rows.min() >= 4 and rows.max() <= 14  # above the centre, as displayed
+    assert np.array_equal(rotate_about_centre(bar, 0, fov), bar)
+    rows, cols = np.nonzero(rotate_about_centre(bar, 180, fov, cv2.INTER_NEAREST))
+    assert set(rows) == {20} and cols.min() >= 4 and cols.max() <= 14
+    corner = np.zeros((41, 41), bool)
+    corner[:21, :21] = True  # centroid (10, 10): turned about it, the bar leaves the image
+    assert not rotate_about_centre(bar, 180, corner, cv2.INTER_NEAREST).any()
+
+
+def test_layout_rotation_turns_each_native_sample_by_its_own_angle(checkpoint):
+    """The refiner's native input is turned, so a turned sample is its unturned self turned (up to
+    what a refiner that is not rotation-equivariant draws differently); the same seed, the same
+    angles; the coarse samples stay as they are."""
+    settings = {**checkpoint["hyper_parameters"], "edge_fade": None}
+    plain = restore_module(MaskGAN, {**checkpoint, "hyper_parameters": settings})
+    turned = restore_module(MaskGAN, {**checkpoint, "hyper_parameters": {**settings, "layout_rotation": 40.0}})
+    a, b = (m.generate_native(4, seed=5, height=NATIVE, width=NATIVE) for m in (plain, turned))
+    assert np.array_equal(b["mask"], turned.generate_native(4, seed=5, height=NATIVE, width=NATIVE)["mask"])
+    assert torch.equal(plain.generate(4, seed=5)["mask"], turned.generate(4, seed=5)["mask"])
+    fov = a["fov"][0] > 0
+    angles = np.random.default_rng([5, _ROTATION_STREAM]).uniform(-40, 40, 4)
+    for before, after, angle in zip(a["mask"], b["mask"], angles):
+        expected = rotate_about_centre(before, angle, fov, cv2.INTER_NEAREST).astype(bool) & fov
+        assert iou(after, expected) > 0.5, angle
+        if abs(angle) > 10:
+            assert iou(after, expected) > iou(after, before) + 0.2, angle
+    with pytest.raises(CheckpointError, match="model.layout_rotation=200"):
+        restore_module(MaskGAN, {**checkpoint, "hyper_parameters": {**settings, "layout_rotation": 200.0}})
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(bool), b.astype(bool)
+    return np.count_nonzero(a & b) / max(1, np.count_nonzero(a | b))
 
 
 def test_datamodule_serves_native_crops_without_changing_the_gan_items():

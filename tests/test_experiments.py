@@ -26,8 +26,8 @@ def test_study_experiments_target_their_stage():
     cfg = compose_config("+experiment=stage1_128px")
     assert {"profile.mask.image_size=128", "profile.mask.join_gap=3.0"} <= set(cfg.study.overrides.mask)
     quick = compose_config("profile=quick").profile.mask
-    assert (quick.image_size, quick.soft_masks, quick.coverage_power, quick.join_gap, quick.max_vessel_width) == (
-        64, True, 0.5, 2.0, "fit")  # the default it is compared with
+    assert (quick.image_size, quick.soft_masks, quick.coverage_power, quick.join_gap, quick.max_vessel_width,
+            quick.layout_rotation) == (64, True, 0.5, 2.0, "fit", 10.0)  # the default it is compared with
     cfg = compose_config("+experiment=synthetic_count")
     assert list(cfg.study.synthetic_counts) == [50, 200, 1000]
     cfg = compose_config("+experiment=paper")

@@ -16,7 +16,7 @@ from synthmed_lightning.data.readers import read_dataset
 from synthmed_lightning.errors import CheckpointError, ConfigError
 from synthmed_lightning.models.mask_gan import MaskGAN
 from synthmed_lightning.metrics.mask_stats import width_quantile
-from synthmed_lightning.stages.mask import WIDTH_QUANTILE, NoiseGANStage, max_vessel_width
+from synthmed_lightning.stages.mask import WIDTH_QUANTILE, NoiseGANStage, max_vessel_width, native_diversity
 
 ITERATIONS, VAL_EVERY, SIZE, NUM_SAMPLES = 100, 50, 32, 8  # conf/profile/smoke.yaml `mask:`
 PHANTOM = {"name": "phantom", "reader": {"count": 6, "seed": 0, "height": 96, "width": 96}}
@@ -69,7 +69,8 @@ def test_mask_run_writes_checkpoint_grids_and_metrics(mask_run):
         assert np.isfinite(metrics[f"anatomy/{key}"]) and np.isfinite(metrics[f"anatomy_real/{key}"]), key
         assert np.isfinite(metrics[f"anatomy_vs_real/{key}"]), key
     assert metrics["anatomy_real/branch_points"] > 1
-    assert 0 < metrics["anatomy/pairwise_iou"] < 1 and 0 < metrics["anatomy_real/pairwise_iou"] < 1  # at native size
+    for key in ("pairwise_iou", "twin_iou"):  # at native size
+        assert 0 < metrics[f"anatomy/{key}"] < 1 and 0 < metrics[f"anatomy_real/{key}"] < 1, key
 
 
 def test_mask_gan_learned_the_vessel_density(mask_run):
@@ -199,6 +200,24 @@ def test_coverage_power_lifts_faint_coverage_for_the_gan_and_the_model_undoes_it
         cfg = compose_config("stage=mask", *SMOKE, f"profile.mask.soft_masks={soft}", "profile.mask.coverage_power=0.5")
         stage = NoiseGANStage(MaskGAN)
         assert stage.model_arguments(cfg, stage.datamodule(cfg))["coverage_power"] == expected
+
+
+def test_native_diversity_sees_a_generator_that_draws_few_layouts():
+    """Eight samples that are two layouts drawn four times each (shifted by a pixel or two) against
+    eight different real masks: each sample has a near twin, so twin_iou is far above the real masks'
+    while the mean over all pairs (mostly pairs of different layouts) moves less."""
+    rng = np.random.default_rng(0)
+    real = np.zeros((8, 64, 64), bool)
+    for mask in real:
+        for _ in range(6):
+            x0, y0, x1, y1 = map(int, rng.integers(0, 64, 4))
+            cv2.line(mask.view(np.uint8), (x0, y0), (x1, y1), 1, 2)
+    layouts = real[:2]
+    samples = np.stack([np.roll(layouts[k % 2], int(rng.integers(-2, 3)), axis=1) for k in range(8)])
+    out = native_diversity(samples, real)
+    assert out["anatomy/twin_iou"] > 0.3 and out["anatomy_real/twin_iou"] < 0.15
+    assert out["anatomy_vs_real/twin_iou"] > 2
+    assert out["anatomy_vs_real/twin_iou"] > out["anatomy_vs_real/pairwise_iou"]
 
 
 def test_max_vessel_width_fit_is_the_training_masks_width_quantile():

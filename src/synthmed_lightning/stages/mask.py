@@ -24,7 +24,8 @@ from synthmed_lightning.data.edge_fade import EdgeFade
 from synthmed_lightning.data.mask_data import MaskDataModule, check_image_size
 from synthmed_lightning.errors import ConfigError
 from synthmed_lightning.metrics.mask_stats import (HEADLINE_KEYS, anatomy_halves, anatomy_statistics, compare_anatomy,
-                                                   mean_anatomy, mean_pairwise_iou, per_mask_anatomy, width_quantile)
+                                                   leave_one_out_copy_iou, mean_anatomy, mean_pairwise_iou,
+                                                   per_mask_anatomy, width_quantile)
 from synthmed_lightning.models.gan_base import GANModule
 from synthmed_lightning.models.mask_gan import REFINER_UNDER_DP, MaskGAN
 from synthmed_lightning.stages.common import build_datamodule, plan_privacy, run_dir, scalar_metrics
@@ -138,7 +139,7 @@ def native_anatomy(model: MaskGAN, datamodule: MaskDataModule, count: int = 16) 
     when there is one), beside the real training masks' own: `anatomy/<key>`, `anatomy_real/<key>` and
     the relative differences `anatomy_vs_real/<key>`, and `anatomy_real_halves/<key>`, how far two
     halves of the real masks lie apart by the same measure (`anatomy_halves`: the comparison's noise
-    floor). `pairwise_iou` among them: how alike the samples are, against how alike the real masks are.
+    floor). `native_diversity` adds how alike the samples are among themselves.
     With a refiner also `refiner/dice`, its Dice on the training masks' own coarse versions (how well
     it learned the mapping, not a held-out score)."""
     height, width = datamodule.source_size
@@ -153,12 +154,25 @@ def native_anatomy(model: MaskGAN, datamodule: MaskDataModule, count: int = 16) 
            **{f"anatomy_real/{k}": v for k, v in measured.items() if k in HEADLINE_KEYS},
            **{f"anatomy_vs_real/{k}": v for k, v in compare_anatomy(generated, measured).items()},
            **{f"anatomy_real_halves/{k}": v for k, v in anatomy_halves(per_real_mask).items()}}
-    # How alike the samples are, at the size they are exported (the `val/` figure is the coarse samples').
-    sampled, among_real = mean_pairwise_iou(samples["mask"]), mean_pairwise_iou(np.stack([m & f for m, f in real]))
-    out.update({"anatomy/pairwise_iou": sampled, "anatomy_real/pairwise_iou": among_real,
-                "anatomy_vs_real/pairwise_iou": (sampled - among_real) / among_real if among_real > 0 else float("nan")})
+    out.update(native_diversity(samples["mask"] > 0, np.stack([m & f for m, f in real])))
     if model.refiner is not None:
         out["refiner/dice"] = refiner_dice(model, datamodule, height, width)
+    return out
+
+
+def native_diversity(samples: np.ndarray, real: np.ndarray) -> dict[str, float]:
+    """How alike the native samples are, beside how alike the real masks are (the `val/` figures are
+    the coarse samples'): `pairwise_iou`, the mean IoU over all pairs, and `twin_iou`, the median over
+    masks of the IoU with the most alike other mask, on as many real masks as samples at most (a larger
+    set holds closer twins). A generator that draws a few layouts again and again shows in `twin_iou`
+    before the mean over all pairs moves."""
+    real = real[:len(samples)]
+    out = {}
+    for key, measure in (("pairwise_iou", mean_pairwise_iou),
+                         ("twin_iou", lambda m: float(np.median(leave_one_out_copy_iou(m, flips=False))))):
+        sampled, among_real = measure(samples), measure(real)
+        out.update({f"anatomy/{key}": sampled, f"anatomy_real/{key}": among_real,
+                    f"anatomy_vs_real/{key}": (sampled - among_real) / among_real if among_real > 0 else float("nan")})
     return out
 
 

@@ -233,6 +233,12 @@ def test_checkpoint_without_refiner_still_exports_through_from_square(checkpoint
     fov = fov_to_native((square["fov"][0, 0].numpy() > 0.5).astype(np.uint8), NATIVE, NATIVE)
     for mask, out in zip(square["mask"], native["mask"]):
         assert np.array_equal(out, from_square((mask[0].numpy() > 0.5).astype(np.uint8), NATIVE, NATIVE) & fov)
+    # layout_rotation turns the mapped-back squares (nearest neighbour: they stay binary)
+    turned = restore_module(MaskGAN, {**old, "hyper_parameters": {**old["hyper_parameters"], "layout_rotation": 90.0}})
+    angles = np.random.default_rng([7, _ROTATION_STREAM]).uniform(-90, 90, 2)
+    for mask, out, angle in zip(square["mask"], turned.generate_native(2, seed=7, height=NATIVE, width=NATIVE)["mask"], angles):
+        mapped = from_square((mask[0].numpy() > 0.5).astype(np.uint8), NATIVE, NATIVE)
+        assert np.array_equal(out, rotate_about_centre(mapped, angle, fov > 0, cv2.INTER_NEAREST) & fov)
 
 
 def test_a_refiner_target_from_a_checkpoint_must_be_one_of_ours(checkpoint, tmp_path):

@@ -316,8 +316,8 @@ def vessel_widths(mask: np.ndarray, skel: np.ndarray) -> np.ndarray:
 def width_quantile(masks, quantile: float, fovs=None) -> float:
     """The vessel width (px) that `quantile` of the masks' centre line, by length, does not exceed;
     nan without vessels. `masks` and `fovs` (or None) are sequences of (H, W) masks, of any sizes. On
-    the 16 DRIVE training masks the 0.95 quantile is 7 px: the width `stage=mask` caps its samples'
-    trunks at (`max_vessel_width: fit`)."""
+    DRIVE's training masks the 0.95 quantile is 7 px: the width `stage=mask` caps its samples' trunks
+    at (`max_vessel_width: fit`)."""
     if not 0.0 < quantile <= 1.0:
         raise ValueError(f"quantile={quantile}: must be in (0, 1]")
     widths, lengths = [np.zeros(0)], [np.zeros(0)]

@@ -13,11 +13,11 @@ from helpers import compose_config, smoke_run
 from synthmed_lightning.checkpoints import load_checkpoint, restore_module
 from synthmed_lightning.data.mask_data import (MaskDataModule, coarse_to_native, fov_to_native, from_square,
                                                square_resize_binary)
+from synthmed_lightning.data.transforms import rotate_about_centre
 from synthmed_lightning.errors import CheckpointError, ConfigError
 from synthmed_lightning.metrics.mask_stats import skeleton, vessel_widths
 from synthmed_lightning.models.components.refiner import (MaskRefiner, cap_width, join_fragments, refiner_loss,
                                                           remove_fragments)
-from synthmed_lightning.data.transforms import rotate_about_centre
 from synthmed_lightning.models.mask_gan import _ROTATION_STREAM, MaskGAN
 from synthmed_lightning.stages.mask import NoiseGANStage
 from synthmed_lightning.utils import to_primitive

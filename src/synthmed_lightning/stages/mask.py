@@ -50,7 +50,7 @@ class NoiseGANStage(TrainingStage):
 
     def check(self, cfg: DictConfig) -> None:
         # Before the data and the DP plan are built: the refiner would learn from the real masks without DP-SGD.
-        if cfg.model.get("refiner") and (cfg.get("privacy") or {}).get("mode", "none") != "none":
+        if cfg.model.get("refiner") and under_privacy(cfg):
             raise ConfigError(REFINER_UNDER_DP)
 
     def datamodule(self, cfg: DictConfig) -> MaskDataModule:
@@ -101,10 +101,16 @@ class NoiseGANStage(TrainingStage):
         }
 
 
+def under_privacy(cfg: DictConfig) -> bool:
+    """Whether the run trains under a privacy mode (privacy=dp): then nothing may be fitted on the real
+    masks outside DP-SGD (the refiner, the edge fade, a fitted width cap)."""
+    return (cfg.get("privacy") or {}).get("mode", "none") != "none"
+
+
 def edge_fade(cfg: DictConfig, datamodule: MaskDataModule) -> dict | None:
     """`EdgeFade` fitted on the training masks as a dict, or None: with `edge_fade=false`, and under
     privacy=dp (the fit reads the real masks without DP-SGD)."""
-    if not cfg.get("edge_fade") or (cfg.get("privacy") or {}).get("mode", "none") != "none":
+    if not cfg.get("edge_fade") or under_privacy(cfg):
         return None
     try:
         return EdgeFade.fit(*zip(*datamodule.native)).to_dict()
@@ -120,7 +126,7 @@ def max_vessel_width(cfg: DictConfig, datamodule: MaskDataModule) -> float | Non
     width = cfg.model.get("max_vessel_width")
     if width != "fit":
         return width
-    if (cfg.get("privacy") or {}).get("mode", "none") != "none":
+    if under_privacy(cfg):
         log.info("model.max_vessel_width=fit is off under privacy=dp: the fit would read the real masks")
         return None
     masks, fovs = zip(*datamodule.native) if datamodule.native else ((), ())

@@ -420,7 +420,9 @@ def markdown(results: dict, figures: dict[str, Path], out: Path) -> str:
               "unbiased at these small sample sizes and can read slightly below 0)."]
     if results.get("stage1"):
         s = results["stage1"]
-        lines += ["", "## Stage I samples", "", "| statistic | samples | real masks |", "|---|---|---|"]
+        lines += ["", "## Stage I samples", "", "The DCGAN's own samples at its `image_size`, before the refiner (and "
+                  "before `layout_rotation` turns them), beside the real masks at that size:", "",
+                  "| statistic | samples | real masks |", "|---|---|---|"]
         for key in ("vessel_fraction", "pairwise_iou", "copy_iou_max", "components"):
             lines.append(f"| {key} | {_stat(key, s.get(key))} | {_stat(key, s.get('real_' + key))} |")
         anatomy = [k.removeprefix("anatomy/") for k in s if k.startswith("anatomy/")]

@@ -32,12 +32,13 @@ def test_study_experiments_target_their_stage():
     assert list(cfg.study.synthetic_counts) == [50, 200, 1000]
     cfg = compose_config("+experiment=paper")
     assert cfg.profile.name == "paper" and cfg.trainer.accelerator == "gpu" and cfg.stage == "study"
-    # paper-faithful: the published DCGAN without this project's mask refiner and edge fade, pix2pix as published
+    # paper-faithful: the published DCGAN without this project's mask refiner, edge fade and turned layouts,
+    # pix2pix as published
     for name in ("paper", "pix2pix_published"):
         overrides = compose_config(f"experiment={name}").study.overrides
-        assert list(overrides.mask) == ["model.refiner=null", "edge_fade=false"]
+        assert list(overrides.mask) == ["model.refiner=null", "edge_fade=false", "model.layout_rotation=0"]
         assert "model.vessel_critic=null" in overrides.image
-    cfg = compose_config("stage=mask", "model.refiner=null", "edge_fade=false")
-    assert cfg.model.refiner is None and cfg.edge_fade is False
+    cfg = compose_config("stage=mask", "model.refiner=null", "edge_fade=false", "model.layout_rotation=0")
+    assert cfg.model.refiner is None and cfg.edge_fade is False and cfg.model.layout_rotation == 0
     cfg = compose_config("+experiment=sweep_segment_lr")
     assert cfg.stage == "segment" and "model.lr" in cfg.hydra.sweeper.params

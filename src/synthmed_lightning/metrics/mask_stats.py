@@ -508,6 +508,12 @@ def anatomy_halves(per_mask: list[dict[str, float]], splits: int = 200, seed: in
         return {key: float(np.nanmean([abs(g[key]) for g in gaps])) for key in gaps[0]}
 
 
+def relative_difference(sample: float, real: float) -> float:
+    """(sample - real) / |real|: how far a generated statistic lies from the real one (nan when real is 0)."""
+    real = float(real)
+    return (float(sample) - real) / abs(real) if real != 0 else float("nan")
+
+
 def compare_anatomy(sample_stats: dict[str, float], real_stats: dict[str, float]) -> dict[str, float]:
     """How far generated masks' `anatomy_statistics` are from the real masks'.
 
@@ -516,11 +522,8 @@ def compare_anatomy(sample_stats: dict[str, float], real_stats: dict[str, float]
       (0 identical ... 1 disjoint);
     * ``radial``: mean absolute difference of the ring profiles relative to the real profile's mean.
     """
-    out = {}
-    for key in HEADLINE_KEYS:
-        if key in sample_stats and key in real_stats:
-            real = float(real_stats[key])
-            out[key] = (float(sample_stats[key]) - real) / abs(real) if real != 0 else float("nan")
+    out = {key: relative_difference(sample_stats[key], real_stats[key])
+           for key in HEADLINE_KEYS if key in sample_stats and key in real_stats}
     for prefix in ("width_hist", "orientation_hist"):
         keys = [k for k in real_stats if k.startswith(prefix + "/") and k in sample_stats]
         if keys:

@@ -25,7 +25,7 @@ from synthmed_lightning.data.mask_data import MaskDataModule, check_image_size
 from synthmed_lightning.errors import ConfigError
 from synthmed_lightning.metrics.mask_stats import (HEADLINE_KEYS, anatomy_halves, anatomy_statistics, compare_anatomy,
                                                    leave_one_out_copy_iou, mean_anatomy, mean_pairwise_iou,
-                                                   per_mask_anatomy, width_quantile)
+                                                   per_mask_anatomy, relative_difference, width_quantile)
 from synthmed_lightning.models.gan_base import GANModule
 from synthmed_lightning.models.mask_gan import REFINER_UNDER_DP, MaskGAN
 from synthmed_lightning.stages.common import build_datamodule, plan_privacy, run_dir, scalar_metrics
@@ -178,7 +178,7 @@ def native_diversity(samples: np.ndarray, real: np.ndarray) -> dict[str, float]:
                          ("twin_iou", lambda m: float(np.median(leave_one_out_copy_iou(m, flips=False))))):
         sampled, among_real = measure(samples), measure(real)
         out.update({f"anatomy/{key}": sampled, f"anatomy_real/{key}": among_real,
-                    f"anatomy_vs_real/{key}": (sampled - among_real) / among_real if among_real > 0 else float("nan")})
+                    f"anatomy_vs_real/{key}": relative_difference(sampled, among_real)})
     return out
 
 

@@ -27,7 +27,7 @@ def test_study_experiments_target_their_stage():
     assert {"profile.mask.image_size=128", "profile.mask.join_gap=3.0"} <= set(cfg.study.overrides.mask)
     quick = compose_config("profile=quick").profile.mask
     assert (quick.image_size, quick.soft_masks, quick.coverage_power, quick.join_gap, quick.max_vessel_width,
-            quick.layout_rotation) == (64, True, 0.5, 2.0, "fit", 10.0)  # the default it is compared with
+            quick.layout_rotation, quick.thin_threshold) == (64, True, 0.5, 1.5, "fit", 10.0, 0.2)  # what it is compared with
     cfg = compose_config("+experiment=synthetic_count")
     assert list(cfg.study.synthetic_counts) == [50, 200, 1000]
     cfg = compose_config("+experiment=paper")

@@ -113,6 +113,40 @@ def test_max_vessel_width_narrows_the_native_samples(checkpoint):
         restore_module(MaskGAN, {**checkpoint, "hyper_parameters": {**checkpoint["hyper_parameters"], "max_vessel_width": 0}})
 
 
+class FixedProbability(torch.nn.Module):
+    """A stand-in refiner whose vessel probability is a given (H, W) map, whatever its input."""
+
+    def __init__(self, probability: np.ndarray):
+        super().__init__()
+        self.logits = torch.logit(torch.from_numpy(probability.astype(np.float32)), eps=1e-6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits.expand(x.shape[0], 1, -1, -1)
+
+
+def test_thin_threshold_adds_the_faint_vessels_centre_lines_one_pixel_wide(checkpoint):
+    """A trunk the refiner is sure of, a faint 5 px band between the two thresholds and a fainter blob:
+    the band's centre line joins the mask 1 px wide, the trunk is unchanged and the blob stays out."""
+    probability = np.full((NATIVE, NATIVE), 0.01)
+    probability[20:27, 10:86] = 0.9    # trunk, 7 px
+    probability[50:55, 10:86] = 0.35   # faint vessel, 5 px
+    probability[70:80, 40:50] = 0.15   # fainter than thin_threshold
+    settings = {**checkpoint["hyper_parameters"], "edge_fade": None, "join_gap": 0.0, "min_fragment": 0.0}
+    masks = {}
+    for threshold in (None, 0.25):
+        module = restore_module(MaskGAN, {**checkpoint, "hyper_parameters": {**settings, "thin_threshold": threshold}})
+        module.refiner = FixedProbability(probability)
+        masks[threshold] = module.refine(module.binary_mask(module.generate_raw(1, 0)[:, :1]), NATIVE, NATIVE)[0] > 0
+    fov = fov_to_native(module.fov[0, 0].numpy().astype(np.uint8), NATIVE, NATIVE) > 0
+    assert np.array_equal(masks[None], (probability >= 0.5) & fov)
+    added = masks[0.25] & ~masks[None]
+    assert added[50:55].any() and not added[:50].any() and not added[55:].any()
+    assert np.all(added[50:55].sum(axis=0) <= 1)  # one pixel across the band
+    assert added[52, 30:66].all()  # along its centre, where the FOV is
+    with pytest.raises(CheckpointError, match="model.thin_threshold=0.5"):
+        restore_module(MaskGAN, {**checkpoint, "hyper_parameters": {**settings, "thin_threshold": 0.5}})
+
+
 def test_rotate_about_centre_turns_counter_clockwise_about_the_fov_centroid():
     bar = np.zeros((41, 41), np.float32)
     bar[20, 26:36] = 1  # right of the centre (20, 20)

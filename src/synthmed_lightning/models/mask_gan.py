@@ -23,6 +23,7 @@ import torch
 from synthmed_lightning.data.edge_fade import EdgeFade
 from synthmed_lightning.data.mask_data import coarse_to_native, fov_to_native, from_square
 from synthmed_lightning.data.transforms import resize_binary, rotate_about_centre
+from synthmed_lightning.metrics.mask_stats import skeleton
 from synthmed_lightning.models.components.refiner import (MaskRefiner, cap_width, join_fragments, refiner_loss,
                                                            remove_fragments)
 from synthmed_lightning.models.gan_base import GANModule, _build
@@ -68,6 +69,11 @@ class MaskGAN(GANModule):
     nothing is lost to resampling). The training masks are turned so (`data.rotate`), but a DCGAN on
     20 masks draws its vessels along the same routes in every sample; drawing the turn at sampling
     time gives that variety back (docs/stage1.md). The coarse samples of `generate` are not turned.
+    `thin_threshold` (a probability below `refiner_threshold`; None: off): the centre lines of what
+    the refiner finds at this lower probability join the mask as 1-px vessels. Its faint vessels are
+    the thin ones, and thresholded at `refiner_threshold` they are dropped or, at a lower threshold
+    for the whole mask, drawn as wide as the trunks' fringe; their centre lines add the length of
+    thin vessels without widening any (docs/stage1.md).
     """
 
     CHANNELS = 1  # generator output channels
@@ -77,7 +83,8 @@ class MaskGAN(GANModule):
     def __init__(self, generator: dict, discriminator: dict, refiner: dict | None = None, refiner_lr: float = 1e-3,
                  refiner_batch: int | None = None, refiner_threshold: float = 0.5, join_gap: float = 3.0,
                  min_fragment: float = 1.5, refiner_reads_coverage: bool = False, edge_fade: dict | None = None,
-                 max_vessel_width: float | None = None, layout_rotation: float = 0.0, **gan_settings):
+                 max_vessel_width: float | None = None, layout_rotation: float = 0.0,
+                 thin_threshold: float | None = None, **gan_settings):
         if refiner is not None and gan_settings.get("privacy"):
             raise ValueError(REFINER_UNDER_DP)
         if not 0.0 < refiner_threshold < 1.0:
@@ -85,6 +92,9 @@ class MaskGAN(GANModule):
         if max_vessel_width is not None and not (isinstance(max_vessel_width, (int, float)) and max_vessel_width >= 1):
             raise ValueError(f"model.max_vessel_width={max_vessel_width}: must be at least 1 px, or null: off "
                              "(`fit` is fitted by stage=mask)")
+        if thin_threshold is not None and not 0.0 < thin_threshold < refiner_threshold:
+            raise ValueError(f"model.thin_threshold={thin_threshold}: must be between 0 and model.refiner_threshold "
+                             f"({refiner_threshold}), or null: off")
         if not 0.0 <= layout_rotation <= 180.0:
             raise ValueError(f"model.layout_rotation={layout_rotation}: must be between 0 and 180 degrees")
         if refiner_batch is not None and refiner_batch < 1:
@@ -161,8 +171,8 @@ class MaskGAN(GANModule):
     def refine(self, coarse: torch.Tensor, height: int, width: int, angles: np.ndarray | None = None) -> list[np.ndarray]:
         """(n, 1, S, S) coarse masks in [0, 1] (thresholded, or coverage) -> n uint8 {0, 1} masks at (height, width): upsampled as
         the refiner's training inputs were (`coarse_to_native`), turned by `angles` (degrees, one per mask; None: not turned),
-        refined, thresholded, fragments joined, specks dropped and trunks narrowed to `max_vessel_width` (inside the FOV
-        mapped the same way)."""
+        refined, thresholded (with the centre lines of `thin_threshold`'s), fragments joined, specks dropped and trunks
+        narrowed to `max_vessel_width` (inside the FOV mapped the same way)."""
         h = self.hparams
         fov = fov_to_native(_as_uint8(self.fov[0, 0]), height, width) > 0
         pitch = max(height, width) / coarse.shape[-1]  # native px per coarse px
@@ -180,6 +190,8 @@ class MaskGAN(GANModule):
         out = []
         for p in probability[:, 0].numpy():
             mask = (p >= h.refiner_threshold) & fov
+            if h.thin_threshold is not None:  # the faint vessels' centre lines, 1 px wide
+                mask |= skeleton(p >= h.thin_threshold) & fov
             if h.join_gap > 0:
                 mask = join_fragments(mask, h.join_gap * pitch) & fov
             mask = remove_fragments(mask, h.min_fragment * pitch**2)

@@ -54,6 +54,13 @@ def plan_privacy(cfg: DictConfig, datamodule, images: int, sensitivity: float = 
     return plan.to_dict()
 
 
+def under_privacy(cfg: DictConfig) -> bool:
+    """Whether the run trains under a privacy mode (privacy=dp): then nothing may be fitted on the real
+    data outside DP-SGD (Stage I's refiner, edge fade and fitted width cap; the painter's photo fits
+    and vessel critic)."""
+    return (cfg.get("privacy") or {}).get("mode", "none") != "none"
+
+
 def build_datamodule(cfg: DictConfig, **overrides) -> VesselDataModule:
     return instantiate_primitive(cfg.data, **overrides)
 

@@ -21,7 +21,7 @@ from synthmed_lightning.data.vessel_profile import VesselProfile
 from synthmed_lightning.data.transforms import resize_sample
 from synthmed_lightning.errors import ConfigError
 from synthmed_lightning.models.dp import pix2pix_sensitivity
-from synthmed_lightning.stages.common import build_datamodule, plan_privacy, run_dir
+from synthmed_lightning.stages.common import build_datamodule, plan_privacy, run_dir, under_privacy
 from synthmed_lightning.stages.training import TrainingStage, train_stage
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ class ImageStage(TrainingStage):
             # images at that scale too (the segmenter's evaluation maps back to native size, pix2pix need not).
             datamodule.val_samples = [resize_sample(s, datamodule.fov_diameter / s.fov_diameter)
                                       for s in datamodule.val_samples]
-        if datamodule.extra_sources and cfg.privacy.mode != "none":
+        if datamodule.extra_sources and under_privacy(cfg):
             raise ConfigError("privacy=dp trains on the dataset's own training images: remove data.extra_train")
         return datamodule
 
@@ -76,7 +76,7 @@ class ImageStage(TrainingStage):
         appearance = AppearanceModel.fit([s.image for s in train], [s.fov for s in train])
         privacy = plan_privacy(cfg, datamodule, images=len(train), sensitivity=pix2pix_sensitivity())
         # The fits below read the real images outside DP-SGD: a private painter goes without them.
-        public = cfg.privacy.mode == "none"
+        public = not under_privacy(cfg)
         # Their background texture, noise, fall-off and sharpness, for `generate appearance=photo`.
         nuisance = NuisanceModel.fit_samples(train) if public else None
         # Their vessels' contrast ring by ring from the mask's edge, for `generate vessel_profile=true`.

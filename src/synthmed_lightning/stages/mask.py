@@ -28,7 +28,7 @@ from synthmed_lightning.metrics.mask_stats import (HEADLINE_KEYS, anatomy_halves
                                                    per_mask_anatomy, relative_difference, width_quantile)
 from synthmed_lightning.models.gan_base import GANModule
 from synthmed_lightning.models.mask_gan import REFINER_UNDER_DP, MaskGAN
-from synthmed_lightning.stages.common import build_datamodule, plan_privacy, run_dir, scalar_metrics
+from synthmed_lightning.stages.common import build_datamodule, plan_privacy, run_dir, scalar_metrics, under_privacy
 from synthmed_lightning.stages.training import TrainingStage, train_stage
 
 log = logging.getLogger(__name__)
@@ -99,12 +99,6 @@ class NoiseGANStage(TrainingStage):
             **model.privacy_spent(),
             "train/iterations": iterations,
         }
-
-
-def under_privacy(cfg: DictConfig) -> bool:
-    """Whether the run trains under a privacy mode (privacy=dp): then nothing may be fitted on the real
-    masks outside DP-SGD (the refiner, the edge fade, a fitted width cap)."""
-    return (cfg.get("privacy") or {}).get("mode", "none") != "none"
 
 
 def edge_fade(cfg: DictConfig, datamodule: MaskDataModule) -> dict | None:

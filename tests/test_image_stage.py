@@ -8,12 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import smoke_run
+from helpers import compose_config, smoke_run
 from synthmed_lightning.checkpoints import load_checkpoint, restore_module
 from synthmed_lightning.models.image_gan import ImageGAN
-
-
-
 
 
 @pytest.fixture(scope="module")
@@ -63,17 +60,6 @@ def test_paint_rejects_bad_shapes():
     assert model.paint(torch.zeros(2, 1, 9, 11), torch.ones(2, 1, 9, 11)).shape == (2, 3, 9, 11)
 
 
-def compose_config(*overrides: str):
-    """The composed config, as the CLI would build it, without starting a process."""
-    from hydra import compose, initialize_config_dir
-
-    import synthmed_lightning.config  # noqa: F401  (registers the config resolvers)
-    from synthmed_lightning.resources import config_dir
-
-    with initialize_config_dir(str(config_dir()), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
-
-
 def test_image_stage_config_and_checks():
     from synthmed_lightning.errors import ConfigError
     from synthmed_lightning.stages.image import check_image_config
@@ -104,7 +90,7 @@ def test_stage2_paints_the_real_training_masks_in_colour_and_photo(image_run, tm
     with its own colour draw; sample i paints mask i mod N. With `appearance=photo` the same masks get
     the photographs' texture, noise, fall-off and blur (statistics kept in the Stage II checkpoint):
     their band energies lie closer to the photographs' than the colour-only paintings'."""
-    from helpers import SMOKE, assert_ok, compose_config, run_cli
+    from helpers import SMOKE, assert_ok, run_cli
     from synthmed_lightning.data.nuisance import NuisanceModel, band_energies
     from synthmed_lightning.data.readers import dataset_spec, read_dataset
     from synthmed_lightning.export import read_manifest

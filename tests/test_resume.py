@@ -56,6 +56,14 @@ def test_a_killed_gan_run_resumes_from_its_last_checkpoint(tmp_path, extra):
     for optimizer in final["optimizer_states"]:  # Adam's state continued, not restarted at the resume
         assert {int(s["step"]) for s in optimizer["state"].values()} == {ITERATIONS}
     assert (out / "metrics.json").read_text().count(f'"train/resumed_from_step": {step}') == 1
+    # ... and it ends where the run would have ended unkilled: the same patches and the same random numbers
+    # after the resume (the training loader's checkpointed state, data/loading.py), so the same weights.
+    uninterrupted = tmp_path / "uninterrupted"
+    assert_ok(run_cli(*_mask_command(uninterrupted, *extra)))
+    expected = load_checkpoint(uninterrupted / "checkpoints" / "last.ckpt", "mask")["state_dict"]
+    assert expected.keys() == final["state_dict"].keys()
+    differing = [name for name, value in expected.items() if not torch.equal(value, final["state_dict"][name])]
+    assert not differing, f"resumed at step {step}, {len(differing)} tensors differ, e.g. {differing[:3]}"
     if extra:
         metrics = json.loads((out / "metrics.json").read_text())
         assert metrics["privacy/steps"] == ITERATIONS and 9.5 < metrics["privacy/epsilon"] <= 10.0 + 1e-6

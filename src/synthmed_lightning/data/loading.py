@@ -7,6 +7,7 @@ which is what the `auto` rules below rest on.
 """
 
 import os
+import random
 
 import numpy as np
 import torch
@@ -63,18 +64,94 @@ def make_loader(dataset: Dataset, batch_size: int, num_workers="auto", pin_memor
 
 def make_train_loader(dataset: Dataset, batch_size: int, num_workers="auto", pin_memory="auto", trainer=None,
                       poisson_sample_rate: float | None = None) -> DataLoader:
-    """The training loader: `make_loader` (full batches of random draws), or with
-    `poisson_sample_rate` (DP-SGD, `models/dp.py`) batches in which each training image appears
+    """The training loader, a `ResumableLoader`: full batches of random draws (as `make_loader`), or
+    with `poisson_sample_rate` (DP-SGD, `models/dp.py`) batches in which each training image appears
     once with that probability, as many batches per epoch as there are full batches."""
+    settings = loader_settings(num_workers, pin_memory, trainer)
     if poisson_sample_rate is None:
-        return make_loader(dataset, batch_size, num_workers, pin_memory, drop_last=True, trainer=trainer)
+        return ResumableLoader(dataset, batch_size=batch_size, shuffle=False, drop_last=True, **settings)
     from opacus.utils.uniform_sampler import UniformWithReplacementSampler
 
     records = ImageRecords(dataset)
     sampler = UniformWithReplacementSampler(num_samples=len(records), sample_rate=poisson_sample_rate,
                                             steps=max(1, len(dataset) // batch_size))
-    return DataLoader(records, batch_sampler=sampler, collate_fn=CollateAllowingEmpty(records[0]),
-                      **loader_settings(num_workers, pin_memory, trainer))
+    return ResumableLoader(records, batch_sampler=sampler, collate_fn=CollateAllowingEmpty(records[0]), **settings)
+
+
+class ResumableLoader(DataLoader):
+    """A training DataLoader whose checkpointed state lets a run killed mid-epoch resume exactly
+    where it stopped: the same remaining batches and the same random numbers as without the kill.
+
+    Lightning saves a training loader's `state_dict()` in every checkpoint and hands it back to
+    `load_state_dict` on resume. A plain DataLoader has none, so a resumed run would start the
+    epoch's batches afresh with other random numbers and end with other weights. The state here
+    is the process's random state (Python, numpy, torch, the GPU's) when this epoch's iteration began and
+    now, and the batches served so far. Lightning iterates a sized loader without prefetching, so
+    at a checkpoint the batches served are the batches trained on, and "now" is the boundary
+    before the next one.
+
+    Resuming replays the epoch from its starting random state (so the DataLoader's base seed, and
+    with it any workers' random streams, come out as before), drops the batches already trained
+    on, then sets the random state of the boundary: the next batch and the training step after it
+    draw what they drew in the uninterrupted run.
+    """
+
+    _served = 0
+    _epoch_start: dict | None = None
+    _resume: dict | None = None
+
+    def __iter__(self):
+        resume, self._resume = self._resume, None
+        if resume is not None and resume["served"] >= len(self):  # saved at an epoch's end: the next starts afresh
+            set_random_state(resume["now"])
+            resume = None
+        if resume is not None:
+            set_random_state(resume["epoch_start"])
+        self._epoch_start = random_state()
+        self._served = 0
+        batches = super().__iter__()  # now, not at the first batch: its base seed is drawn where a DataLoader draws it
+        if resume is not None:
+            for _ in range(resume["served"]):
+                next(batches)
+            self._served = resume["served"]
+            set_random_state(resume["now"])
+        return self._counted(batches)
+
+    def _counted(self, batches):
+        for batch in batches:
+            self._served += 1
+            yield batch
+
+    def state_dict(self) -> dict:
+        return {"served": self._served, "epoch_start": self._epoch_start or random_state(), "now": random_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._resume = state
+
+
+def random_state() -> dict:
+    """The process's random state (Python, numpy's global, torch's CPU generator and, once CUDA is in
+    use, the current GPU's) as tensors and plain numbers: a checkpoint holding it still loads with
+    `weights_only=True`. Under DDP every rank seeds alike and draws alike, so rank 0's state (the
+    one a checkpoint keeps) stands for each rank's own device."""
+    version, internal, gauss = random.getstate()
+    _, keys, position, has_gauss, cached_gauss = np.random.get_state()
+    state = {"python": [version, torch.tensor(internal, dtype=torch.int64), gauss],
+             "numpy": [torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss), float(cached_gauss)],
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_random_state(state: dict) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(int(v) for v in internal.tolist()), gauss))
+    keys, position, has_gauss, cached_gauss = state["numpy"]
+    np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), position, has_gauss, cached_gauss))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
 
 
 class ImageRecords(Dataset):

@@ -89,7 +89,7 @@ class ImageStage(TrainingStage):
                      "vessel_profile": profile.to_dict() if profile else None,
                      "fov_rim": rim.to_dict() if rim else None, "optic_disc": disc.to_dict() if disc else None,
                      "privacy": privacy}
-        if privacy and cfg.model.get("vessel_critic"):
+        if not public and cfg.model.get("vessel_critic"):
             # The critic learns from the real images outside DP-SGD: a private painter goes without it.
             log.info("privacy=%s: the vessel critic is left out (model.vessel_critic=null)", cfg.privacy.mode)
             arguments["vessel_critic"] = None

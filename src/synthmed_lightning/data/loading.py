@@ -90,10 +90,12 @@ class ResumableLoader(DataLoader):
     at a checkpoint the batches served are the batches trained on, and "now" is the boundary
     before the next one.
 
-    Resuming replays the epoch from its starting random state (so the DataLoader's base seed, and
-    with it any workers' random streams, come out as before), drops the batches already trained
-    on, then sets the random state of the boundary: the next batch and the training step after it
-    draw what they drew in the uninterrupted run.
+    Resuming replays the epoch from its starting random state (so the DataLoader's base seed comes
+    out as before), drops the batches already trained on, then sets the random state of the
+    boundary: the next batch and the training step after it draw what they drew in the
+    uninterrupted run. Bit for bit on CPU, where loading runs in the training process (`auto`: no
+    workers). Persistent workers (the GPU default) carry their random streams over from earlier
+    epochs, which a new process cannot replay, and GPU kernels are not bit-deterministic anyway.
     """
 
     _served = 0

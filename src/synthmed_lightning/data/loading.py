@@ -56,8 +56,9 @@ def check_loader_settings(num_workers, pin_memory) -> None:
 
 def make_loader(dataset: Dataset, batch_size: int, num_workers="auto", pin_memory="auto", drop_last: bool = False,
                 trainer=None) -> DataLoader:
-    """The DataLoader every DataModule here uses: no shuffling (items are drawn at random already),
-    workers and pinned memory as `loader_settings` decides for the trainer's machine."""
+    """The evaluation DataLoader every DataModule here uses (training: `make_train_loader`, with the
+    same settings): no shuffling (items are drawn at random already), workers and pinned memory as
+    `loader_settings` decides for the trainer's machine."""
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, drop_last=drop_last,
                       **loader_settings(num_workers, pin_memory, trainer))
 
@@ -85,10 +86,10 @@ class ResumableLoader(DataLoader):
     Lightning saves a training loader's `state_dict()` in every checkpoint and hands it back to
     `load_state_dict` on resume. A plain DataLoader has none, so a resumed run would start the
     epoch's batches afresh with other random numbers and end with other weights. The state here
-    is the process's random state (Python, numpy, torch, the GPU's) when this epoch's iteration began and
-    now, and the batches served so far. Lightning iterates a sized loader without prefetching, so
-    at a checkpoint the batches served are the batches trained on, and "now" is the boundary
-    before the next one.
+    is the process's random state (`random_state`) when this epoch's iteration began and now, and
+    the batches served so far. Lightning iterates a sized loader without prefetching, so at a
+    checkpoint the batches served are the batches trained on, and "now" is the boundary before
+    the next one.
 
     Resuming replays the epoch from its starting random state (so the DataLoader's base seed comes
     out as before), drops the batches already trained on, then sets the random state of the

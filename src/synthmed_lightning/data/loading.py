@@ -54,13 +54,11 @@ def check_loader_settings(num_workers, pin_memory) -> None:
         raise ConfigError(f"data.pin_memory={pin_memory!r}: expected auto, true or false")
 
 
-def make_loader(dataset: Dataset, batch_size: int, num_workers="auto", pin_memory="auto", drop_last: bool = False,
-                trainer=None) -> DataLoader:
+def make_loader(dataset: Dataset, batch_size: int, num_workers="auto", pin_memory="auto", trainer=None) -> DataLoader:
     """The evaluation DataLoader every DataModule here uses (training: `make_train_loader`, with the
     same settings): no shuffling (items are drawn at random already), workers and pinned memory as
     `loader_settings` decides for the trainer's machine."""
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, drop_last=drop_last,
-                      **loader_settings(num_workers, pin_memory, trainer))
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, **loader_settings(num_workers, pin_memory, trainer))
 
 
 def make_train_loader(dataset: Dataset, batch_size: int, num_workers="auto", pin_memory="auto", trainer=None,

@@ -93,20 +93,30 @@ def rotate_about_centre(array: np.ndarray, degrees: float, mask: np.ndarray,
 
 
 def training_augmentation(strength: str = "default", channels: int = 3) -> A.Compose:
-    """Geometric + photometric augmentation applied to image, vessel mask and FOV together."""
+    """Geometric + photometric augmentation applied to image, vessel mask and FOV together.
+    `strong` widens the photometric part (illumination, contrast, colour, blur, sharpening, noise)
+    beyond one camera's look: for a segmenter trained on synthetic images that must meet others."""
     if strength == "none":
         return A.Compose([])
-    colour = [A.HueSaturationValue(hue_shift_limit=5, sat_shift_limit=10, val_shift_limit=5, p=0.3)] if channels == 3 else []
-    if strength not in ("default", "none"):
-        raise ConfigError(f"data.augmentation={strength!r}: expected 'default' or 'none'")
-    return A.Compose(
-        [
-            A.HorizontalFlip(p=0.5),
-            A.VerticalFlip(p=0.5),
-            A.RandomRotate90(p=0.5),
-            A.Affine(rotate=(-20, 20), scale=(0.9, 1.1), border_mode=cv2.BORDER_REFLECT_101, p=0.5),
-            A.RandomBrightnessContrast(brightness_limit=0.15, contrast_limit=0.15, p=0.5),
-            A.RandomGamma(gamma_limit=(80, 120), p=0.3),
-            *colour,
-        ]
-    )
+    if strength not in ("default", "strong"):
+        raise ConfigError(f"data.augmentation={strength!r}: expected 'default', 'strong' or 'none'")
+    strong = strength == "strong"
+    geometric = [
+        A.HorizontalFlip(p=0.5),
+        A.VerticalFlip(p=0.5),
+        A.RandomRotate90(p=0.5),
+        A.Affine(rotate=(-20, 20), scale=(0.9, 1.1), border_mode=cv2.BORDER_REFLECT_101, p=0.5),
+    ]
+    if not strong:
+        colour = [A.HueSaturationValue(hue_shift_limit=5, sat_shift_limit=10, val_shift_limit=5, p=0.3)] if channels == 3 else []
+        return A.Compose([*geometric, A.RandomBrightnessContrast(brightness_limit=0.15, contrast_limit=0.15, p=0.5),
+                          A.RandomGamma(gamma_limit=(80, 120), p=0.3), *colour])
+    colour = [A.HueSaturationValue(hue_shift_limit=10, sat_shift_limit=25, val_shift_limit=10, p=0.5)] if channels == 3 else []
+    return A.Compose([
+        *geometric,
+        A.RandomBrightnessContrast(brightness_limit=0.3, contrast_limit=0.3, p=0.8),
+        A.RandomGamma(gamma_limit=(60, 160), p=0.5),
+        *colour,
+        A.OneOf([A.GaussianBlur(blur_limit=(3, 5), sigma_limit=(0.3, 1.2)), A.Sharpen(alpha=(0.1, 0.3))], p=0.4),
+        A.GaussNoise(std_range=(0.01, 0.05), p=0.4),
+    ])

@@ -54,6 +54,17 @@ def test_ablation_overrides_reach_their_stage_only(tmp_path):
         assert ("model.l1_weight=0" in step.arguments) == (step.stage == "image")
 
 
+def test_only_unets_on_a_synthetic_export_alone_get_the_synthetic_augmentation(tmp_path):
+    for step in _plan(tmp_path, seeds=(43,), synthetic_counts=[50]).steps():
+        augmentation = [a for a in step.arguments if a.startswith("data.augmentation=")]
+        alone = step.stage == "segment" and "data=folder" in step.arguments
+        assert augmentation == (["data.augmentation='strong'"] if alone else []), step.name
+    # `default` leaves the command lines as they were, and one ablation still reaches every U-Net.
+    steps = _plan(tmp_path, synthetic_augmentation="default", overrides={"segment": ["data.augmentation=none"]}).steps()
+    for step in steps:
+        assert ("data.augmentation=none" in step.arguments) == (step.stage == "segment")
+
+
 def test_default_parallelism():
     assert default_parallelism(cuda=False, cpus=2) == (2, 1)
     assert default_parallelism(cuda=False, cpus=16) == (4, 4)

@@ -51,7 +51,7 @@ def test_without_extra_seeds_the_plan_is_the_one_before_seeds(variant):
     settings = dict(recorded["settings"])
     if "conditions" in settings:
         settings["conditions"] = tuple(settings["conditions"])
-    steps = _plan(Path("/study/out"), **settings).steps()
+    steps = _plan(Path("/study/out"), synthetic_augmentation="default", **settings).steps()  # as before it existed
     assert [{"name": s.name, "stage": s.stage, "arguments": list(s.arguments), "after": list(s.after),
              "output": s.output} for s in steps] == recorded["steps"]
 

@@ -110,6 +110,8 @@ def test_a_study_is_not_resumed_with_another_seed_or_budget(tmp_path, study_cfg)
         _check_identity(out, _identity(study_cfg("study.overrides.image=['model.l1_weight=0']")))
     with pytest.raises(ConfigError, match=r"data\.count: 6 there, 8 now"):
         _check_identity(out, _identity(study_cfg("profile.phantom.count=8")))
+    with pytest.raises(ConfigError, match=r"steps\.segment_dual_gan: .*data\.augmentation='strong'"):
+        _check_identity(out, _identity(study_cfg("study.synthetic_augmentation=default")))
     assert json.loads((out / "study.json").read_text()) == recorded  # refusals change nothing
 
     # Where results are logged, and the order of the overrides, do not change any step's result.
@@ -125,6 +127,11 @@ def test_an_older_identity_file_without_the_new_keys_is_refused(tmp_path, study_
 
 
 # 3. One study at a time per folder.
+
+def test_an_unknown_synthetic_augmentation_is_one_line(study_cfg):
+    with pytest.raises(ConfigError, match="study.synthetic_augmentation='heavy': expected one of default, strong, none"):
+        build_plan(study_cfg("study.synthetic_augmentation=heavy"))
+
 
 def test_a_second_study_on_the_same_folder_is_refused_naming_the_pid(tmp_path, study_cfg):
     out = tmp_path / "out"

@@ -92,14 +92,17 @@ def rotate_about_centre(array: np.ndarray, degrees: float, mask: np.ndarray,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
+AUGMENTATIONS = ("default", "strong", "none")
+
+
 def training_augmentation(strength: str = "default", channels: int = 3) -> A.Compose:
     """Geometric + photometric augmentation applied to image, vessel mask and FOV together.
     `strong` widens the photometric part (illumination, contrast, colour, blur, sharpening, noise)
     beyond one camera's look: for a segmenter trained on synthetic images that must meet others."""
     if strength == "none":
         return A.Compose([])
-    if strength not in ("default", "strong"):
-        raise ConfigError(f"data.augmentation={strength!r}: expected 'default', 'strong' or 'none'")
+    if strength not in AUGMENTATIONS:
+        raise ConfigError(f"data.augmentation={strength!r}: expected one of {', '.join(AUGMENTATIONS)}")
     strong = strength == "strong"
     geometric = [
         A.HorizontalFlip(p=0.5),

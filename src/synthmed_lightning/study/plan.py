@@ -114,6 +114,7 @@ class StudyPlan:
     seeds: tuple[int, ...] = ()        # extra seeds to repeat the conditions over (the study's own seed excluded)
     seed: int | None = None            # the study's own seed (common_args carry it): for labels only
     data_efficiency: DataEfficiency | None = None  # U-Nets on k real images, with and without the export
+    synthetic_augmentation: str = "strong"  # data.augmentation of the U-Nets that train on a synthetic export alone
 
     @property
     def exports(self) -> tuple[str, ...]:
@@ -138,6 +139,12 @@ class StudyPlan:
         return Step(name, stage, tuple(args), tuple(after), output)
 
     def _segment_on_synthetic(self, name: str, export: Path, after: str, settings: dict | None = None) -> Step:
+        """A U-Net on a synthetic export alone, tested on the real test images. It trains with
+        `synthetic_augmentation`: a synthetic set meets real photographs it never saw, so it gets more
+        photometric variety than a U-Net on real images (docs/experiments.md). With `default` the
+        command line is the one before this setting existed, so older study folders stay valid."""
+        if self.synthetic_augmentation != "default":
+            settings = {**(settings or {}), "data.augmentation": self.synthetic_augmentation}
         return self._step(name, "segment", ["data=folder", f"data.root={_hydra_value(str(export))}",
                                             f"data.test={_hydra_value(self.real_data)}"], after=[after],
                           settings=settings)

@@ -103,14 +103,13 @@ def training_augmentation(strength: str = "default", channels: int = 3) -> A.Com
         return A.Compose([])
     if strength not in AUGMENTATIONS:
         raise ConfigError(f"data.augmentation={strength!r}: expected one of {', '.join(AUGMENTATIONS)}")
-    strong = strength == "strong"
     geometric = [
         A.HorizontalFlip(p=0.5),
         A.VerticalFlip(p=0.5),
         A.RandomRotate90(p=0.5),
         A.Affine(rotate=(-20, 20), scale=(0.9, 1.1), border_mode=cv2.BORDER_REFLECT_101, p=0.5),
     ]
-    if not strong:
+    if strength == "default":
         colour = [A.HueSaturationValue(hue_shift_limit=5, sat_shift_limit=10, val_shift_limit=5, p=0.3)] if channels == 3 else []
         return A.Compose([*geometric, A.RandomBrightnessContrast(brightness_limit=0.15, contrast_limit=0.15, p=0.5),
                           A.RandomGamma(gamma_limit=(80, 120), p=0.3), *colour])

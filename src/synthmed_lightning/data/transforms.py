@@ -95,14 +95,20 @@ def rotate_about_centre(array: np.ndarray, degrees: float, mask: np.ndarray,
 AUGMENTATIONS = ("default", "strong", "none")
 
 
+def check_augmentation(name, setting: str = "data.augmentation") -> str:
+    """`name` if it is one of AUGMENTATIONS, else a ConfigError naming `setting`."""
+    if name not in AUGMENTATIONS:
+        raise ConfigError(f"{setting}={name!r}: expected one of {', '.join(AUGMENTATIONS)}")
+    return name
+
+
 def training_augmentation(strength: str = "default", channels: int = 3) -> A.Compose:
     """Geometric + photometric augmentation applied to image, vessel mask and FOV together.
     `strong` widens the photometric part (illumination, contrast, colour, blur, sharpening, noise)
     beyond one camera's look: for a segmenter trained on synthetic images that must meet others."""
     if strength == "none":
         return A.Compose([])
-    if strength not in AUGMENTATIONS:
-        raise ConfigError(f"data.augmentation={strength!r}: expected one of {', '.join(AUGMENTATIONS)}")
+    check_augmentation(strength)
     geometric = [
         A.HorizontalFlip(p=0.5),
         A.VerticalFlip(p=0.5),

@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 
 from synthmed_lightning.config import check_writable
 from synthmed_lightning.data.readers import dataset_spec, read_dataset
-from synthmed_lightning.data.transforms import AUGMENTATIONS
+from synthmed_lightning.data.transforms import check_augmentation
 from synthmed_lightning.errors import ConfigError, DataError
 from synthmed_lightning.study.efficiency import EXPORT as EFFICIENCY_EXPORT
 from synthmed_lightning.study.efficiency import DataEfficiency
@@ -101,13 +101,7 @@ def build_plan(cfg: DictConfig) -> StudyPlan:
                      conditions=tuple(study.conditions), audit=bool(study.audit),
                      overrides={k: list(v) for k, v in (study.overrides or {}).items()},
                      seeds=extra_seeds(study.get("seeds"), cfg.seed), seed=int(cfg.seed), data_efficiency=efficiency,
-                     synthetic_augmentation=_augmentation(study.synthetic_augmentation))
-
-
-def _augmentation(name) -> str:
-    if name not in AUGMENTATIONS:
-        raise ConfigError(f"study.synthetic_augmentation={name!r}: expected one of {', '.join(AUGMENTATIONS)}")
-    return name
+                     synthetic_augmentation=check_augmentation(study.synthetic_augmentation, "study.synthetic_augmentation"))
 
 
 def extra_seeds(seeds, seed: int) -> tuple[int, ...]:

@@ -19,6 +19,11 @@ def _metrics(out: Path, run: str, values: dict) -> None:
     (out / "runs" / run / "metrics.json").write_text(json.dumps(values))
 
 
+def _hydra_config(out: Path, run: str, config: dict) -> None:
+    (out / "runs" / run / ".hydra").mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(OmegaConf.create(config), out / "runs" / run / ".hydra" / "config.yaml")
+
+
 def _overlay(out: Path, condition: str) -> None:
     """A prediction overlay without any of the overlay colours (grey), as the segment stage writes it."""
     save_png(out / "runs" / f"segment_{condition}" / "predictions" / "01_test_overlay.png",
@@ -52,6 +57,8 @@ def smoke_study(tmp_path, monkeypatch):
                                       "anatomy_vs_real/orientation_hist": 0.0753,
                                       "anatomy_real_halves/orientation_hist": 0.0312})
     _overlay(tmp_path, "real")
+    for condition, augmentation in (("real", "default"), ("dual_gan", "strong")):  # as Hydra records each run's config
+        _hydra_config(tmp_path, f"segment_{condition}", {"data": {"augmentation": augmentation}})
     # The data, the exports and the distances are not what these tests are about.
     monkeypatch.setattr(report, "read_dataset", lambda *args: [])
     monkeypatch.setattr(report, "read_exports", lambda plan: {})
@@ -116,3 +123,9 @@ def test_the_study_wall_time_is_a_line_not_a_step(smoke_study):
     assert "| segment_real | 0.4 min |" in text
     assert results["timing_s"]["study_wall_s"] == 41 * 60.0  # results.json keeps it
     assert "![overlays](figures/overlays.png)" in text
+
+
+def test_the_report_says_which_augmentation_each_u_net_trained_with(smoke_study):
+    results, text = smoke_study
+    assert results["augmentation"] == {"real": "default", "dual_gan": "strong"}  # read from each run's own config
+    assert "U-Net training augmentation (`data.augmentation`): real `default`, dual_gan `strong`." in text

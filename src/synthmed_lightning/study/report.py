@@ -14,7 +14,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from synthmed_lightning.data.readers import read_dataset
 from synthmed_lightning.metrics.segmentation import METRIC_NAMES
@@ -81,6 +81,17 @@ def segmentation_results(out: Path, names: list[str]) -> dict[str, dict[str, flo
         metrics = _read_json(out / "runs" / f"segment_{name}" / "metrics.json")
         results[name] = {k: metrics[f"test/{k}"] for k in METRIC_NAMES if f"test/{k}" in metrics}
     return results
+
+
+def augmentation_used(out: Path, names: list[str]) -> dict[str, str]:
+    """{condition: the `data.augmentation` its U-Net trained with}, read from the run's own
+    `.hydra/config.yaml` (what ran, not what the plan would run); runs without one are left out."""
+    used = {}
+    for name in names:
+        config = out / "runs" / f"segment_{name}" / ".hydra" / "config.yaml"
+        if config.is_file():
+            used[name] = str(OmegaConf.load(config).get("data", {}).get("augmentation", "default"))
+    return used
 
 
 def seed_results(out: Path, names: list[str], seed: int | None, seeds: tuple[int, ...]) -> dict:
@@ -389,6 +400,9 @@ def markdown(results: dict, figures: dict[str, Path], out: Path) -> str:
         if results.get("ratio_dual_over_real") is not None:
             lines += ["", f"Ratio dual GAN / real, f1_vessel: **{results['ratio_dual_over_real']:.3f}**"
                       + (" (paper: 0.988)." if paper else ".")]
+    if results.get("augmentation"):
+        used = ", ".join(f"{condition} `{augmentation}`" for condition, augmentation in results["augmentation"].items())
+        lines += ["", f"U-Net training augmentation (`data.augmentation`): {used}."]
     if results.get("decomposition"):
         lines += ["", "## Which stage costs what", "", "Each row compares two conditions that differ by one stage "
                   "(`stage2_real_masks`: Stage II painting the real training masks).", "",
@@ -477,6 +491,7 @@ def write_report(cfg: DictConfig, plan: StudyPlan, steps: list[Step], timing: di
     seg = segmentation_results(out, main)
     real, exports = read_dataset(plan.real_data, "train"), read_exports(plan)
     results = {"profile": cfg.profile.name, "dataset": plan.real_data["name"].upper(), "segmentation": seg,
+               "augmentation": augmentation_used(out, main),
                **fidelity(plan, real, exports, int(cfg.study.fidelity_tiles)), "timing_s": timing,
                "code": _read_json(out / CODE_RECORD)}
     key, numerator, denominator = RATIO

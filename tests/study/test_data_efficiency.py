@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from helpers import compose_config
 from synthmed_lightning.errors import ConfigError
 from synthmed_lightning.stages.study import _check_efficiency_counts, build_plan
 from synthmed_lightning.study.efficiency import (DataEfficiency, EfficiencyRun, choose_share, efficiency_markdown,
@@ -16,20 +15,10 @@ from synthmed_lightning.study.plan import setting_of
 
 
 @pytest.fixture
-def experiment(tmp_path):
-    """The experiment's config on DRIVE, with Hydra's runtime config set as under the CLI; restored afterwards."""
-    from hydra.core.hydra_config import HydraConfig
-
-    saved = HydraConfig.instance().cfg
-
-    def make(*overrides):
-        cfg = compose_config("experiment=data_efficiency", "data=drive", "data.root=/data/DRIVE",
-                             f"study.out_dir={tmp_path / 'out'}", *overrides)
-        HydraConfig.instance().set_config(cfg)
-        return cfg
-
-    yield make
-    HydraConfig.instance().cfg = saved
+def experiment(tmp_path, cli_config):
+    """The experiment's config on DRIVE, composed as under the CLI."""
+    return lambda *overrides: cli_config("experiment=data_efficiency", "data=drive", "data.root=/data/DRIVE",
+                                         f"study.out_dir={tmp_path / 'out'}", *overrides)
 
 
 def _settings(step) -> dict[str, list[str]]:

@@ -3,24 +3,14 @@ encoder) and, per split, Stage I, Stage II, an export and its audit against that
 
 import pytest
 
-from helpers import compose_config
 from synthmed_lightning.stages.study import build_plan, study_steps
 from synthmed_lightning.study.mia_splits import MiaSplits
 
 
 @pytest.fixture
-def experiment(tmp_path):
-    from hydra.core.hydra_config import HydraConfig
-
-    saved = HydraConfig.instance().cfg
-
-    def make(*overrides):
-        cfg = compose_config("experiment=mia_splits", "profile=smoke", f"study.out_dir={tmp_path / 'out'}", *overrides)
-        HydraConfig.instance().set_config(cfg)
-        return cfg
-
-    yield make
-    HydraConfig.instance().cfg = saved
+def experiment(tmp_path, cli_config):
+    return lambda *overrides: cli_config("experiment=mia_splits", "profile=smoke", f"study.out_dir={tmp_path / 'out'}",
+                                         *overrides)
 
 
 def test_the_experiment_plans_four_steps_per_split_after_the_real_unet(experiment, tmp_path):

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from helpers import SMOKE, compose_config
 from synthmed_lightning.errors import ConfigError
 from synthmed_lightning.stages.study import _check_identity, build_plan, study_identity
 from synthmed_lightning.study.plan import StudyPlan, setting_of
@@ -27,22 +26,6 @@ def _plan(out: Path, **kwargs) -> StudyPlan:
 
 def _seeds_of(step) -> list[str]:
     return [a for a in step.arguments if setting_of(a) == "seed"]
-
-
-@pytest.fixture
-def study_cfg(tmp_path):
-    """compose(stage=study ...) with Hydra's runtime config set as under the CLI; restored afterwards."""
-    from hydra.core.hydra_config import HydraConfig
-
-    saved = HydraConfig.instance().cfg
-
-    def make(*overrides, out=tmp_path / "out"):
-        cfg = compose_config("stage=study", *SMOKE, f"study.out_dir={out}", *overrides)
-        HydraConfig.instance().set_config(cfg)
-        return cfg
-
-    yield make
-    HydraConfig.instance().cfg = saved
 
 
 @pytest.mark.parametrize("variant", json.loads(BEFORE_SEEDS.read_text()))

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from helpers import PROJECT_ROOT, SMOKE, assert_one_line_error, compose_config, run_cli
+from helpers import PROJECT_ROOT, SMOKE, assert_one_line_error, run_cli
 from synthmed_lightning.errors import ConfigError
 from synthmed_lightning.stages.study import _check_identity, build_plan, run_study, study_identity
 from synthmed_lightning.study.lock import LOCK_NAME, study_lock
@@ -35,23 +35,6 @@ def _plant(folder: Path) -> dict[str, bytes]:
 
 def _tree(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-@pytest.fixture
-def study_cfg(tmp_path):
-    """compose(stage=study ...) with Hydra's runtime config set as under the CLI (build_plan reads
-    the command line's overrides from it); restored afterwards."""
-    from hydra.core.hydra_config import HydraConfig
-
-    saved = HydraConfig.instance().cfg
-
-    def make(*overrides, out=tmp_path / "out"):
-        cfg = compose_config("stage=study", *SMOKE, f"study.out_dir={out}", *overrides)
-        HydraConfig.instance().set_config(cfg)
-        return cfg
-
-    yield make
-    HydraConfig.instance().cfg = saved
 
 
 def _identity(cfg) -> dict:

@@ -36,8 +36,6 @@ def mask_gan(z_dim: int = 100, image_size: int = 32, base_channels: int = 4, spe
                    **settings)
 
 
-
-
 @pytest.fixture(scope="module")
 def mask_run(tmp_path_factory) -> Path:
     return smoke_run(tmp_path_factory, "mask")
